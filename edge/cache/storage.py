@@ -1,0 +1,377 @@
+"""Storage: object metadata and a block map over the arena, filled from the origin.
+
+Theory of operation
+-------------------
+An object (one version of one key, identified by its strong ETag) is cut into fixed-size
+blocks; block ``i`` covers bytes ``[i*B, min((i+1)*B, size))``. A block is cached under
+``(oid, i)`` where ``oid`` is the xxh3-128 of (key, ETag), so two versions never share a block.
+
+* A request pins every block it hands to the socket (arena refcount) and releases it once the
+  kernel holds the bytes; the eviction policy is told a pinned block is not evictable, and the
+  arena defers freeing anything still pinned. Nothing pinned is ever reused.
+* A missing block starts exactly one fill (single-flight): the block is allocated and indexed
+  in state FILLING, and one task copies the origin's bytes into it. Readers of a filling block
+  stream its bytes as they land, woken by futures (no polling). The fill is its own task, so it
+  finishes even when the client that started it goes away.
+* Only a fill that delivered exactly the block's length, with the validator unchanged, becomes
+  READY (a hit). A failed, short, over-long or mismatched fill is removed from the index and the
+  policy and its memory freed (deferred until its readers unpin): it never becomes a hit.
+* When the policy does not admit a block (TinyLFU rejection, or no memory after a bounded
+  number of extra evictions), the block is *transient*: filled into a private buffer, shared by
+  the readers that want it while it lives, never indexed. ``max_fills`` bounds the number of
+  fills in flight, so transient memory is bounded by ``max_fills * block_size``.
+
+Object metadata (size, ETag, Last-Modified) is kept in a cachetools TTLCache (``meta_ttl``) and
+looked up once at a time per key (single-flight too); "not found" is remembered briefly.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cachetools
+import xxhash
+
+from eviction import make_policy
+from origin_clients import NotFound, ObjectInfo, Origin, OriginError, ValidatorMismatch
+
+log = logging.getLogger("edge.cache")
+
+EXTRA_EVICTION_TRIES = 4   # bounded retries when the arena is fragmented
+NEGATIVE_TTL = 2.0         # seconds a "not found" is remembered
+
+
+class FillError(Exception):
+    """A block fill failed; readers of that block must abort their response."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class ObjectMeta:
+    """One version of an object as the cache sees it."""
+
+    __slots__ = ("key", "info", "oid", "size", "etag", "last_modified", "nblocks", "block_size")
+
+    def __init__(self, key: str, info: ObjectInfo, block_size: int) -> None:
+        self.key = key
+        self.info = info
+        self.size = info.size
+        self.etag = info.etag
+        self.last_modified = info.last_modified
+        self.block_size = block_size
+        self.nblocks = (info.size + block_size - 1) // block_size
+        self.oid = xxhash.xxh3_128_digest(key.encode("utf-8", "surrogateescape") + b"\0" + info.etag)
+
+    def block_len(self, idx: int) -> int:
+        return min(self.block_size, self.size - idx * self.block_size)
+
+
+class Block:
+    """A cached or in-flight block. ``off`` is its arena offset (-1 when transient)."""
+
+    __slots__ = ("key", "off", "length", "filled", "ready", "error", "waiters", "checksum", "buf")
+
+    def __init__(self, key: tuple, off: int, length: int) -> None:
+        self.key = key
+        self.off = off
+        self.length = length
+        self.filled = 0                 # bytes landed so far
+        self.ready = False              # filled completely and verified
+        self.error: FillError | None = None
+        self.waiters: list[asyncio.Future] = []
+        self.checksum = 0               # xxh3-64 of the block once ready
+        self.buf: bytearray | None = None  # transient blocks only
+
+
+@dataclass
+class Counters:
+    """Plain counters; metrics export reads them."""
+
+    block_hits: int = 0
+    block_misses: int = 0
+    fills: int = 0
+    fill_failures: int = 0
+    transient_fills: int = 0
+    alloc_failures: int = 0
+    evictions: int = 0
+    origin_bytes: int = 0
+    meta_lookups: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Storage:
+    """The block cache of one worker: arena + eviction policy + origin."""
+
+    def __init__(
+        self,
+        arena: Any,
+        origin: Origin,
+        *,
+        block_size: int,
+        policy: str = "wtinylfu",
+        meta_ttl: float = 30.0,
+        max_fills: int = 64,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if block_size != arena.page_size:
+            raise ValueError("block_size must equal the arena page size")
+        self.arena = arena
+        self.origin = origin
+        self.block_size = block_size
+        self.policy = make_policy(policy, arena.size, evictable=self._evictable)
+        self.counters = Counters()
+        self._index: dict[tuple, Block] = {}
+        self._transient: dict[tuple, Block] = {}
+        self._meta: cachetools.TTLCache = cachetools.TTLCache(65536, meta_ttl, timer=clock)
+        self._missing: cachetools.TTLCache = cachetools.TTLCache(
+            65536, min(NEGATIVE_TTL, meta_ttl), timer=clock
+        )
+        self._meta_inflight: dict[str, asyncio.Future] = {}
+        self._fill_slots = asyncio.Semaphore(max_fills)
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- metadata -------------------------------------------------------------------------
+
+    def meta_cached(self, key: str) -> ObjectMeta | None:
+        """The cached metadata of ``key``, or None (no I/O)."""
+        return self._meta.get(key)
+
+    async def meta(self, key: str) -> ObjectMeta:
+        """Metadata of ``key``, asking the origin at most once at a time. Raises NotFound/OriginError."""
+        m = self._meta.get(key)
+        if m is not None:
+            return m
+        if key in self._missing:
+            raise NotFound(self.origin.name, f"no object {key!r}")
+        fut = self._meta_inflight.get(key)
+        if fut is not None:
+            return await asyncio.shield(fut)
+        fut = asyncio.get_running_loop().create_future()
+        self._meta_inflight[key] = fut
+        try:
+            self.counters.meta_lookups += 1
+            info = await self.origin.stat(key)
+            m = ObjectMeta(key, info, self.block_size)
+            self._meta[key] = m
+            fut.set_result(m)
+            return m
+        except BaseException as exc:
+            if isinstance(exc, NotFound):
+                self._missing[key] = True
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved: waiters re-raise it, nobody else must log it
+            raise
+        finally:
+            del self._meta_inflight[key]
+
+    def forget(self, key: str) -> None:
+        """Drop the metadata of ``key`` so the next request asks the origin again."""
+        self._meta.pop(key, None)
+        self._missing.pop(key, None)
+
+    # -- blocks ---------------------------------------------------------------------------
+
+    def _evictable(self, bk: Any) -> bool:
+        b = self._index.get(bk)
+        return b is None or (b.ready and self.arena.pins(b.off) == 0)
+
+    def is_cached(self, meta: ObjectMeta, start: int, end: int) -> bool | None:
+        """True if every block of ``[start, end)`` is ready, False if none is, None if some are."""
+        if end <= start:
+            return True
+        bs = self.block_size
+        first, last = start // bs, (end - 1) // bs
+        index, oid = self._index, meta.oid
+        n = 0
+        for i in range(first, last + 1):
+            b = index.get((oid, i))
+            if b is not None and b.ready:
+                n += 1
+        if n == last - first + 1:
+            return True
+        return False if n == 0 else None
+
+    def pin_ready(self, meta: ObjectMeta, idx: int) -> Block | None:
+        """Pin and return block ``idx`` if it is cached and ready; None otherwise (no I/O)."""
+        bk = (meta.oid, idx)
+        b = self._index.get(bk)
+        if b is None or not b.ready:
+            return None
+        self.arena.pin(b.off)
+        self.policy.access(bk)
+        self.counters.block_hits += 1
+        return b
+
+    def pin(self, meta: ObjectMeta, idx: int) -> Block:
+        """Pin block ``idx``: cached, being filled, or a fill started now (single-flight)."""
+        bk = (meta.oid, idx)
+        b = self._index.get(bk)
+        if b is not None:
+            self.arena.pin(b.off)
+            self.policy.access(bk)
+            if b.ready:
+                self.counters.block_hits += 1
+            return b
+        b = self._transient.get(bk)
+        if b is not None:
+            return b
+        self.counters.block_misses += 1
+        if self.policy.access(bk):  # resident in the policy but not indexed: forget it
+            self.policy.remove(bk)
+        return self._start_fill(meta, idx, bk)
+
+    def release(self, block: Block) -> None:
+        """Undo one pin()."""
+        if block.off >= 0:
+            self.arena.unpin(block.off)
+
+    def view(self, block: Block, start: int, end: int) -> memoryview:
+        """Bytes ``[start, end)`` of a pinned block (no copy)."""
+        if block.off >= 0:
+            return self.arena.view(block.off, block.length)[start:end]
+        assert block.buf is not None
+        return memoryview(block.buf)[start:end]
+
+    @staticmethod
+    def available(block: Block) -> int:
+        """Bytes of ``block`` a reader may send now: all once verified, else all but the last.
+
+        Holding back the last byte until the fill is verified (exact length, validator
+        unchanged) means a response never completes with an unverified block.
+        """
+        if block.ready:
+            return block.length
+        return min(block.filled, block.length - 1)
+
+    async def wait(self, block: Block, need: int) -> None:
+        """Wait until ``available(block) >= need``. Raises FillError if the fill failed first."""
+        if block.ready:
+            return
+        loop = asyncio.get_running_loop()
+        while self.available(block) < need:
+            if block.error is not None:
+                raise block.error
+            fut = loop.create_future()
+            block.waiters.append(fut)
+            await fut
+
+    def _drop(self, bk: Any) -> None:
+        b = self._index.pop(bk, None)
+        if b is not None:
+            self.counters.evictions += 1
+            self.arena.free(b.off)   # deferred by the arena while pinned
+
+    def _start_fill(self, meta: ObjectMeta, idx: int, bk: tuple) -> Block:
+        length = meta.block_len(idx)
+        arena, policy = self.arena, self.policy
+        weight = arena.chunk_size(arena.class_for(length))
+        admitted = True
+        for v in policy.admit(bk, weight):
+            if v == bk:
+                admitted = False
+            else:
+                self._drop(v)
+        off = -1
+        if admitted:
+            off = arena.alloc(length)
+            tries = 0
+            while off < 0 and tries < EXTRA_EVICTION_TRIES:
+                tries += 1
+                for v in policy.evict(weight):
+                    if v != bk:
+                        self._drop(v)
+                off = arena.alloc(length)
+            if off < 0:
+                self.counters.alloc_failures += 1
+                policy.remove(bk)
+        block = Block(bk, off, length)
+        if off >= 0:
+            arena.pin(off)           # the fill's own pin
+            arena.pin(off)           # the caller's pin
+            self._index[bk] = block
+        else:
+            block.buf = bytearray(length)
+            self._transient[bk] = block
+            self.counters.transient_fills += 1
+        self.counters.fills += 1
+        task = asyncio.get_running_loop().create_task(self._fill(meta, idx, block))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return block
+
+    @staticmethod
+    def _wake(block: Block) -> None:
+        waiters, block.waiters = block.waiters, []
+        for f in waiters:
+            if not f.done():
+                f.set_result(None)
+
+    async def _fill(self, meta: ObjectMeta, idx: int, block: Block) -> None:
+        start = idx * self.block_size
+        end = start + block.length
+        view = (self.arena.view(block.off, block.length) if block.off >= 0
+                else memoryview(block.buf))   # type: ignore[arg-type]
+        try:
+            async with self._fill_slots:
+                pos = 0
+                async for chunk in self.origin.read(meta.key, meta.info, start, end):
+                    n = len(chunk)
+                    if pos + n > block.length:
+                        raise OriginError(self.origin.name, f"over-long read of {meta.key!r}")
+                    view[pos:pos + n] = chunk
+                    pos += n
+                    block.filled = pos
+                    self.counters.origin_bytes += n
+                    self._wake(block)
+                if pos != block.length:
+                    raise OriginError(
+                        self.origin.name, f"short read of {meta.key!r}: {pos} of {block.length} bytes"
+                    )
+                block.checksum = xxhash.xxh3_64_intdigest(view)
+                block.ready = True
+        except BaseException as exc:
+            self._fail(meta, block, exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            view.release()
+            self._transient.pop(block.key, None)
+            if block.off >= 0:
+                self.arena.unpin(block.off)
+            self._wake(block)
+
+    def _fail(self, meta: ObjectMeta, block: Block, exc: BaseException) -> None:
+        self.counters.fill_failures += 1
+        block.error = FillError(exc)
+        if isinstance(exc, ValidatorMismatch):
+            self.forget(meta.key)
+        if block.off >= 0 and self._index.get(block.key) is block:
+            del self._index[block.key]
+            self.policy.remove(block.key)
+            self.arena.free(block.off)   # deferred until readers (and the fill) unpin
+        level = logging.WARNING if isinstance(exc, Exception) else logging.DEBUG
+        log.log(level, "fill of %r block %d failed: %s", meta.key, block.key[1], exc)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def blocks(self) -> int:
+        return len(self._index)
+
+    async def settle(self) -> None:
+        """Wait until no fill is in flight."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Cancel fills in flight and wait for them."""
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,312 @@
+"""Configuration: TOML file + command-line overrides, validated up front.
+
+Every key has a default (documented in ``configs/edge.toml``, which a test keeps in step with
+``DEFAULTS`` here). Any problem is a :class:`ConfigError` whose message names the key and what
+is wrong, e.g. ``cache.size: expected a size like '512MiB' or a number of bytes, got 'lots'``;
+the CLI prints it on one line and exits with status 2.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from origin_clients import parse_origin_url
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message starts with the dotted key."""
+
+
+# The defaults, section by section: the single source of truth for key names and types.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "server": {
+        "listen": "127.0.0.1:8080",
+        "workers": 1,
+        "state_dir": "./edge-state",
+        "header_timeout": "10s",
+        "idle_timeout": "60s",
+        "send_timeout": "60s",
+        "shutdown_timeout": "30s",
+        "max_head_size": "16KiB",
+        "max_headers": 100,
+        "max_url_length": 8192,
+        "max_ranges": 16,
+        "max_pipeline": 16,
+    },
+    "cache": {
+        "size": "256MiB",
+        "block_size": "1MiB",
+        "min_chunk": "1KiB",
+        "arena_path": "auto",
+        "eviction": "wtinylfu",
+        "meta_ttl": "30s",
+        "max_fills": 64,
+    },
+    "log": {
+        "level": "info",
+    },
+}
+DEFAULT_ORIGINS: list[dict[str, str]] = [{"name": "local", "url": "./origin"}]
+ORIGIN_KEYS = {"name", "url"}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_size(value: Any, key: str = "size") -> int:
+    """``512MiB``, ``8GiB``, ``1.5GB``, ``4096`` (bytes) -> bytes. Raises ConfigError naming ``key``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a size like '512MiB' or a number of bytes, got {value!r}")
+    if isinstance(value, int):
+        n = value
+    else:
+        m = _SIZE_RE.match(str(value))
+        unit = m.group(2).lower() if m else ""
+        if not m or unit not in _UNITS:
+            raise ConfigError(
+                f"{key}: expected a size like '512MiB' or a number of bytes, got {value!r}"
+            )
+        n = int(float(m.group(1)) * _UNITS[unit])
+    if n <= 0:
+        raise ConfigError(f"{key}: must be positive, got {value!r}")
+    return n
+
+
+def parse_duration(value: Any, key: str) -> float:
+    """``30s``, ``250ms``, ``5m``, ``1h`` or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a duration like '30s' or '250ms', got {value!r}")
+    if isinstance(value, (int, float)):
+        secs = float(value)
+    else:
+        m = _DURATION_RE.match(str(value))
+        if not m:
+            raise ConfigError(f"{key}: expected a duration like '30s' or '250ms', got {value!r}")
+        secs = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if secs <= 0:
+        raise ConfigError(f"{key}: must be positive, got {value!r}")
+    return secs
+
+
+def parse_listen(value: Any, key: str = "server.listen") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) -> (host, port)."""
+    s = str(value)
+    m = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d+)$", s) or re.match(r"^([^:\[\]]*):(\d+)$", s)
+    if not m:
+        raise ConfigError(f"{key}: expected HOST:PORT like '127.0.0.1:8080', got {value!r}")
+    port = int(m.group(2))
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{key}: port {port} is out of range 0-65535")
+    return (m.group(1) or "0.0.0.0", port)
+
+
+def _int(value: Any, key: str, lo: int = 1, hi: int = 1 << 62) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key}: must be between {lo} and {hi}, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class OriginSpec:
+    name: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The validated configuration (all sizes in bytes, durations in seconds)."""
+
+    listen: tuple[str, int]
+    workers: int
+    state_dir: str
+    header_timeout: float
+    idle_timeout: float
+    send_timeout: float
+    shutdown_timeout: float
+    max_head_size: int
+    max_headers: int
+    max_url_length: int
+    max_ranges: int
+    max_pipeline: int
+    cache_size: int
+    block_size: int
+    min_chunk: int
+    arena_path: str
+    eviction: str
+    meta_ttl: float
+    max_fills: int
+    origins: tuple[OriginSpec, ...]
+    log_level: str
+    source: str = "<defaults>"
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def listen_str(self) -> str:
+        host, port = self.listen
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _merge(raw: dict[str, Any], source: str) -> tuple[dict[str, dict[str, Any]], list[dict]]:
+    """Check the file's shape (known sections and keys only) and lay it over the defaults."""
+    merged = copy.deepcopy(DEFAULTS)
+    origins = copy.deepcopy(DEFAULT_ORIGINS)
+    for section, body in raw.items():
+        if section == "origins":
+            if not isinstance(body, list) or not body:
+                raise ConfigError("origins: expected one or more [[origins]] tables")
+            origins = []
+            for i, o in enumerate(body):
+                if not isinstance(o, dict):
+                    raise ConfigError(f"origins[{i}]: expected a table with name and url")
+                for k in o:
+                    if k not in ORIGIN_KEYS:
+                        raise ConfigError(
+                            f"origins[{i}].{k}: unknown key (known: {', '.join(sorted(ORIGIN_KEYS))})"
+                        )
+                if "url" not in o:
+                    raise ConfigError(f"origins[{i}].url: missing")
+                origins.append({"name": o.get("name", f"origin{i}"), "url": o["url"]})
+            continue
+        if section not in DEFAULTS:
+            known = ", ".join(sorted([*DEFAULTS, "origins"]))
+            raise ConfigError(f"{section}: unknown section (known: {known})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{section}: expected a [{section}] table")
+        for k, v in body.items():
+            if k not in DEFAULTS[section]:
+                known = ", ".join(sorted(DEFAULTS[section]))
+                raise ConfigError(f"{section}.{k}: unknown key (known: {known})")
+            merged[section][k] = v
+    return merged, origins
+
+
+def build(raw: dict[str, Any], *, source: str = "<defaults>",
+          overrides: dict[str, Any] | None = None) -> Config:
+    """Validate ``raw`` (a parsed TOML document) with CLI ``overrides`` applied on top.
+
+    ``overrides`` keys are dotted (``server.listen``, ``cache.size``) or ``origins`` (a list of URLs).
+    """
+    merged, origins = _merge(raw, source)
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if dotted == "origins":
+            origins = [{"name": f"origin{i}", "url": u} for i, u in enumerate(value)]
+            continue
+        section, _, k = dotted.partition(".")
+        merged[section][k] = value
+    s, c = merged["server"], merged["cache"]
+
+    block_size = parse_size(c["block_size"], "cache.block_size")
+    if block_size % 4096 or block_size < 64 * 1024 or block_size > 64 << 20:
+        raise ConfigError(
+            f"cache.block_size: must be a multiple of 4KiB between 64KiB and 64MiB, got {c['block_size']!r}"
+        )
+    size = parse_size(c["size"], "cache.size")
+    if size < 2 * block_size:
+        raise ConfigError(
+            f"cache.size: must hold at least two blocks ({2 * block_size} bytes), got {c['size']!r}"
+        )
+    size -= size % block_size  # the arena is whole pages; round down, never above the budget
+    min_chunk = parse_size(c["min_chunk"], "cache.min_chunk")
+    if not 64 <= min_chunk <= block_size // 2:
+        raise ConfigError(f"cache.min_chunk: must be between 64 bytes and half a block, got {c['min_chunk']!r}")
+
+    from eviction import POLICIES  # local import: eviction is a sibling package, not a config concern
+
+    eviction = str(c["eviction"]).lower()
+    if eviction not in POLICIES:
+        raise ConfigError(
+            f"cache.eviction: unknown policy {c['eviction']!r} (known: {', '.join(sorted(POLICIES))})"
+        )
+    level = str(merged["log"]["level"]).lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"log.level: expected one of {', '.join(LOG_LEVELS)}, got {merged['log']['level']!r}")
+
+    specs = []
+    names: set[str] = set()
+    for i, o in enumerate(origins):
+        try:
+            parse_origin_url(str(o["url"]))
+        except ValueError as exc:
+            raise ConfigError(f"origins[{i}].url: {exc}") from None
+        name = str(o["name"])
+        if name in names:
+            raise ConfigError(f"origins[{i}].name: duplicate origin name {name!r}")
+        names.add(name)
+        specs.append(OriginSpec(name=name, url=str(o["url"])))
+
+    arena_path = str(c["arena_path"])
+    if arena_path not in ("auto", "anonymous") and not os.path.isdir(os.path.dirname(os.path.abspath(arena_path))):
+        raise ConfigError(f"cache.arena_path: directory of {arena_path!r} does not exist")
+
+    return Config(
+        listen=parse_listen(s["listen"]),
+        workers=_int(s["workers"], "server.workers", 1, 256),
+        state_dir=str(s["state_dir"]),
+        header_timeout=parse_duration(s["header_timeout"], "server.header_timeout"),
+        idle_timeout=parse_duration(s["idle_timeout"], "server.idle_timeout"),
+        send_timeout=parse_duration(s["send_timeout"], "server.send_timeout"),
+        shutdown_timeout=parse_duration(s["shutdown_timeout"], "server.shutdown_timeout"),
+        max_head_size=parse_size(s["max_head_size"], "server.max_head_size"),
+        max_headers=_int(s["max_headers"], "server.max_headers", 1, 10000),
+        max_url_length=_int(s["max_url_length"], "server.max_url_length", 16, 1 << 20),
+        max_ranges=_int(s["max_ranges"], "server.max_ranges", 1, 1000),
+        max_pipeline=_int(s["max_pipeline"], "server.max_pipeline", 1, 1024),
+        cache_size=size,
+        block_size=block_size,
+        min_chunk=min_chunk,
+        arena_path=arena_path,
+        eviction=eviction,
+        meta_ttl=parse_duration(c["meta_ttl"], "cache.meta_ttl"),
+        max_fills=_int(c["max_fills"], "cache.max_fills", 1, 4096),
+        origins=tuple(specs),
+        log_level=level,
+        source=source,
+        raw=raw,
+    )
+
+
+def default_config_text() -> str:
+    """The embedded configs/edge.toml (installed as package data ``edge.configs``)."""
+    from importlib import resources
+
+    try:
+        return resources.files("edge.configs").joinpath("edge.toml").read_text()
+    except (ModuleNotFoundError, FileNotFoundError):   # running from a checkout, not installed
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(here, "configs", "edge.toml"), encoding="utf-8") as f:
+            return f.read()
+
+
+def load(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate the TOML file at ``path`` (None: the embedded default)."""
+    if path is None:
+        text = default_config_text()
+        source = "<embedded configs/edge.toml>"
+    else:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+        source = path
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    return build(raw, source=source, overrides=overrides)
