@@ -1,0 +1,411 @@
+"""The per-connection protocol shell: bytes in, bytes out.
+
+All HTTP decisions live in the sans-IO ``edge.http`` package; this module only moves bytes,
+keeps order, and owns the I/O-side concerns:
+
+* Pipelining: parsed requests queue up and are answered strictly in order; reading pauses
+  while more than ``max_pipeline`` wait.
+* Hit fast path: when the object's metadata is cached and every block of the response is
+  ready, the response is written synchronously from ``data_received`` (no task, no await).
+  Otherwise one task per connection handles the request (origin lookups, fills, streaming).
+* Zero-copy body: arena memory goes out as pinned memoryviews through ``writelines``; the
+  transport's write-buffer limits are (0, 0), so ``pause_writing`` fires whenever the kernel
+  did not take everything and ``resume_writing`` exactly when the buffer is empty again. The
+  pins of what was written are released at that moment, never earlier; error paths abort the
+  transport (dropping its buffer) before releasing pins.
+* Timeouts: a server-wide sweeper calls :meth:`HttpProtocol.check` once a second: a request
+  head must arrive within ``header_timeout`` (408), an idle keep-alive connection is closed
+  after ``idle_timeout``, and a client that takes no bytes for ``send_timeout`` is dropped.
+* Nothing raised while handling a request reaches the client as a traceback: expected
+  failures map to 4xx/5xx answers, anything else is logged and answered 500 (or the
+  connection is aborted when the head already left).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from typing import TYPE_CHECKING
+
+from edge.cache import Block, FillError, ObjectMeta
+from edge.http import (
+    HTTPError,
+    RangeNotSatisfiable,
+    Request,
+    RequestParser,
+    error_response,
+    frame_head,
+    plan,
+)
+from origin_clients import NotFound, OriginError
+
+if TYPE_CHECKING:
+    from edge.server.app import App
+
+log = logging.getLogger("edge.server")
+
+FAST_PATH_MAX = 4 << 20     # responses up to this many body bytes may go out synchronously
+WINDOW = 4 << 20            # bytes queued to the transport before waiting for it to drain
+
+HIT = b"edge; hit"
+MISS = b"edge; fwd=miss"
+PARTIAL = b"edge; fwd=partial"
+BYPASS = b"edge; fwd=bypass"
+
+_METHOD_NOT_ALLOWED_HEADERS = ((b"Allow", b"GET, HEAD"),)
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.transport: asyncio.Transport | None = None
+        self.parser = RequestParser(app.limits)
+        self.queue: deque[Request | HTTPError] = deque()
+        self.busy = False             # a request is being handled by the task
+        self.closing = False
+        self.reading_paused = False
+        self.write_paused = False
+        self.held: list[Block] = []   # pins of bytes still in the transport buffer
+        self.drain_waiter: asyncio.Future | None = None
+        self.task: asyncio.Task | None = None
+        self.last_activity = 0.0
+        self.head_started = 0.0       # when the current unfinished request head began
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  (uvloop's is not a subclass)
+        transport.set_write_buffer_limits(0, 0)
+        self.last_activity = self.app.now
+        self.app.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        now = self.app.now
+        self.last_activity = now
+        was_in_progress = self.parser.in_progress
+        items = self.parser.feed(data)
+        if self.parser.in_progress and (items or not was_in_progress):
+            self.head_started = now
+        if items:
+            self.queue.extend(items)
+            if len(self.queue) > self.app.max_pipeline and not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()  # type: ignore[union-attr]
+            self._run()
+
+    def eof_received(self) -> bool | None:
+        # Half-close from the client: answer what was asked, then close.
+        if not self.queue and not self.busy:
+            self._close()
+        return True
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.last_activity = self.app.now
+        self._release_held()
+        w = self.drain_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        self.drain_waiter = None
+        if not self.busy:
+            self._run()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.app.connections.discard(self)
+        self.queue.clear()
+        w = self.drain_waiter
+        if w is not None and not w.done():
+            w.set_exception(ConnectionResetError("client went away"))
+            w.exception()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self._release_held()   # the transport is gone: its buffer no longer references arena memory
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Answer queued requests in order, synchronously while that is possible."""
+        while self.queue and not self.busy and not self.write_paused and not self.closing:
+            item = self.queue.popleft()
+            if isinstance(item, HTTPError):
+                self._send_error(item, None)
+                return
+            try:
+                done = self._handle_fast(item)
+            except Exception:   # never let a bug take the loop's callback down
+                log.exception("internal error on %r", item.target)
+                self._send_error(HTTPError(500, "internal error"), item)
+                return
+            if not done:
+                self.busy = True
+                self.task = asyncio.get_running_loop().create_task(self._handle(item))
+                return
+        if self.reading_paused and len(self.queue) <= self.app.max_pipeline // 2 and not self.closing:
+            self.reading_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+
+    def _close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self.transport.close()  # type: ignore[union-attr]  (flushes, then connection_lost)
+
+    def _abort(self) -> None:
+        self.closing = True
+        self.transport.abort()  # type: ignore[union-attr]  (drops the buffer at once)
+
+    def _release_held(self) -> None:
+        if self.held:
+            storage = self.app.storage
+            for b in self.held:
+                storage.release(b)
+            self.held.clear()
+
+    # -- responses ------------------------------------------------------------------------
+
+    def _send_error(self, err: HTTPError, req: Request | None,
+                    cache_status: bytes = BYPASS) -> None:
+        keep = (req is not None and req.keep_alive and req.error is None
+                and err.status in (304, 404, 405, 412, 416))
+        data = error_response(
+            err, date=self.app.date, cache_status=cache_status, keep_alive=keep,
+            http_minor=req.http_minor if req is not None else 1,
+            head_only=req is not None and req.method == b"HEAD",
+        )
+        self.transport.write(data)  # type: ignore[union-attr]
+        if not keep:
+            self._close()
+
+    def _precheck(self, req: Request) -> bool:
+        """Answer requests that need no object at all; True if answered."""
+        if req.error is not None:
+            self._send_error(req.error, req)
+            return True
+        if req.method != b"GET" and req.method != b"HEAD":
+            self._send_error(HTTPError(405, f"method {req.method.decode('latin-1')} not allowed",
+                                       _METHOD_NOT_ALLOWED_HEADERS), req)
+            return True
+        if not req.key:
+            self._send_error(HTTPError(404, "no object key in the path"), req)
+            return True
+        return False
+
+    def _plan(self, req: Request, meta: ObjectMeta):
+        return plan(req, meta.size, meta.etag, meta.last_modified,
+                    boundary=os.urandom(12).hex().encode(), max_ranges=self.app.max_ranges)
+
+    def _write_head(self, req: Request, p, cache_status: bytes) -> None:
+        head = frame_head(p.status, p.headers, date=self.app.date, cache_status=cache_status,
+                          keep_alive=req.keep_alive, http_minor=req.http_minor)
+        self.transport.write(head)  # type: ignore[union-attr]
+
+    def _finish(self, req: Request) -> None:
+        if not req.keep_alive:
+            self._close()
+
+    def _handle_fast(self, req: Request) -> bool:
+        """Answer ``req`` synchronously if that needs no I/O; False to hand it to the task."""
+        if self._precheck(req):
+            return True
+        meta = self.app.storage.meta_cached(req.key)
+        if meta is None:
+            return False
+        try:
+            p = self._plan(req, meta)
+        except RangeNotSatisfiable as err:
+            self._send_error(err, req, HIT)
+            return True
+        if not p.send_body:
+            self._write_head(req, p, HIT)
+            self._finish(req)
+            return True
+        if p.content_length > FAST_PATH_MAX:
+            return False
+        storage = self.app.storage
+        bs = storage.block_size
+        out: list = []
+        pinned: list[Block] = []
+        for part in p.parts:
+            if isinstance(part, bytes):
+                out.append(part)
+                continue
+            start, end = part
+            pos = start
+            while pos < end:
+                idx = pos // bs
+                b = storage.pin_ready(meta, idx)
+                if b is None:
+                    for x in pinned:
+                        storage.release(x)
+                    return False
+                pinned.append(b)
+                base = idx * bs
+                stop = min(end, base + b.length)
+                out.append(storage.view(b, pos - base, stop - base))
+                pos = stop
+        head = frame_head(p.status, p.headers, date=self.app.date, cache_status=HIT,
+                          keep_alive=req.keep_alive, http_minor=req.http_minor)
+        out.insert(0, head)
+        self.app.stats_hit(p.content_length)
+        self.transport.writelines(out)  # type: ignore[union-attr]
+        if self.transport.get_write_buffer_size():  # type: ignore[union-attr]
+            self.held.extend(pinned)
+        else:
+            for x in pinned:
+                storage.release(x)
+        self._finish(req)
+        return True
+
+    async def _handle(self, req: Request) -> None:
+        """The general path: origin lookups, fills, streaming. One at a time per connection."""
+        head_sent = False
+        try:
+            storage = self.app.storage
+            try:
+                meta = await storage.meta(req.key)
+            except NotFound:
+                self._send_error(HTTPError(404, "no such object"), req, MISS)
+                return
+            except OriginError as exc:
+                log.warning("origin lookup of %r failed: %s", req.key, exc)
+                self._send_error(HTTPError(502, f"origin unavailable: {exc}"), req, MISS)
+                return
+            try:
+                p = self._plan(req, meta)
+            except RangeNotSatisfiable as err:
+                self._send_error(err, req, HIT)
+                return
+            status = self._cache_status(meta, p.parts) if p.send_body else HIT
+            self._write_head(req, p, status)
+            head_sent = True
+            if p.send_body:
+                for part in p.parts:
+                    if isinstance(part, bytes):
+                        self.transport.write(part)  # type: ignore[union-attr]
+                    else:
+                        await self._stream(meta, part[0], part[1])
+                if status is HIT:
+                    self.app.stats_hit(p.content_length)
+                else:
+                    self.app.stats_miss(p.content_length)
+                await self._drain()
+            self._finish(req)
+        except asyncio.CancelledError:
+            self._abort_if_open()
+            raise
+        except (FillError, ConnectionError) as exc:
+            if not head_sent and isinstance(exc, FillError):
+                self._send_error(HTTPError(502, f"origin read failed: {exc}"), req, MISS)
+            else:
+                log.info("response for %r aborted: %s", req.key, exc)
+                self._abort_if_open()
+        except Exception:
+            log.exception("internal error serving %r", req.key)
+            if head_sent:
+                self._abort_if_open()
+            else:
+                self._send_error(HTTPError(500, "internal error"), req)
+        finally:
+            self.busy = False
+            self.task = None
+            if not self.closing:
+                self._run()
+
+    def _cache_status(self, meta: ObjectMeta, parts: list) -> bytes:
+        """RFC 9211: hit when every byte is cached, miss when none is, partial otherwise."""
+        seen = set()
+        for part in parts:
+            if not isinstance(part, bytes):
+                seen.add(self.app.storage.is_cached(meta, part[0], part[1]))
+        if seen == {True} or not seen:
+            return HIT
+        return MISS if seen == {False} else PARTIAL
+
+    def _abort_if_open(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._abort()
+        self.closing = True
+
+    async def _drain(self) -> None:
+        """Wait until the transport's buffer is empty (the kernel holds every byte)."""
+        if not self.write_paused:
+            return
+        if self.closing:
+            raise ConnectionResetError("connection closed")
+        if self.drain_waiter is None:
+            self.drain_waiter = asyncio.get_running_loop().create_future()
+        await self.drain_waiter
+
+    async def _stream(self, meta: ObjectMeta, start: int, end: int) -> None:
+        """Send object bytes ``[start, end)``: pinned views, filled blocks streamed as they land."""
+        storage = self.app.storage
+        transport = self.transport
+        assert transport is not None
+        bs = storage.block_size
+        out: list = []
+        queued = 0
+        pos = start
+        cur: Block | None = None      # the block being read; joins self.held once fully queued
+        try:
+            while pos < end:
+                idx = pos // bs
+                base = idx * bs
+                cur = storage.pin_ready(meta, idx) or storage.pin(meta, idx)
+                a, stop = pos - base, min(end - base, cur.length)
+                while a < stop:
+                    if cur.ready:
+                        c = stop
+                    else:
+                        if storage.available(cur) <= a:
+                            if out:                   # first bytes go out before we wait
+                                transport.writelines(out)
+                                out = []
+                            await storage.wait(cur, a + 1)
+                        c = min(stop, storage.available(cur))
+                    out.append(storage.view(cur, a, c))
+                    queued += c - a
+                    a = c
+                self.held.append(cur)
+                cur = None
+                pos = base + stop
+                if queued >= WINDOW or pos >= end:
+                    transport.writelines(out)
+                    out = []
+                    queued = 0
+                    if self.write_paused:
+                        await self._drain()     # resume_writing releases what is held
+                    else:
+                        self._release_held()
+        except BaseException:
+            # The transport may still reference pinned memory: drop its buffer first.
+            self._abort_if_open()
+            self._release_held()
+            raise
+        finally:
+            if cur is not None:
+                storage.release(cur)
+
+    # -- timeouts -------------------------------------------------------------------------
+
+    def check(self, now: float) -> None:
+        """Called by the sweeper about once a second."""
+        if self.closing or self.transport is None:
+            return
+        app = self.app
+        if self.write_paused:
+            if now - self.last_activity > app.send_timeout:
+                log.info("client takes no bytes for %.0fs: dropping", app.send_timeout)
+                self._abort()
+        elif self.parser.in_progress and not self.busy:
+            if now - self.head_started > app.header_timeout:
+                self.queue.clear()
+                self._send_error(HTTPError(408, "request head not received in time"), None)
+        elif not self.busy and not self.queue:
+            if now - self.last_activity > app.idle_timeout:
+                self._close()
