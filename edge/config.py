@@ -45,6 +45,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "eviction": "wtinylfu",
         "meta_ttl": "30s",
         "max_fills": 64,
+        "uncached_memory": "32MiB",
     },
     "log": {
         "level": "info",
@@ -149,6 +150,7 @@ class Config:
     eviction: str
     meta_ttl: float
     max_fills: int
+    uncached_memory: int
     origins: tuple[OriginSpec, ...]
     log_level: str
     source: str = "<defaults>"
@@ -226,6 +228,13 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
     if not 64 <= min_chunk <= block_size // 2:
         raise ConfigError(f"cache.min_chunk: must be between 64 bytes and half a block, got {c['min_chunk']!r}")
 
+    uncached = parse_size(c["uncached_memory"], "cache.uncached_memory")
+    if uncached < block_size:
+        raise ConfigError(
+            f"cache.uncached_memory: must hold at least one block ({block_size} bytes), "
+            f"got {c['uncached_memory']!r}"
+        )
+
     from eviction import POLICIES  # local import: eviction is a sibling package, not a config concern
 
     eviction = str(c["eviction"]).lower()
@@ -274,6 +283,7 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         eviction=eviction,
         meta_ttl=parse_duration(c["meta_ttl"], "cache.meta_ttl"),
         max_fills=_int(c["max_fills"], "cache.max_fills", 1, 4096),
+        uncached_memory=uncached,
         origins=tuple(specs),
         log_level=level,
         source=source,

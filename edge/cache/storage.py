@@ -18,8 +18,11 @@ blocks; block ``i`` covers bytes ``[i*B, min((i+1)*B, size))``. A block is cache
   policy and its memory freed (deferred until its readers unpin): it never becomes a hit.
 * When the policy does not admit a block (TinyLFU rejection, or no memory after a bounded
   number of extra evictions), the block is *transient*: filled into a private buffer, shared by
-  the readers that want it while it lives, never indexed. ``max_fills`` bounds the number of
-  fills in flight, so transient memory is bounded by ``max_fills * block_size``.
+  the readers that want it while it lives, never indexed. Transient blocks are refcounted like
+  arena pins (a slow client keeps one alive until the kernel took its bytes) and at most
+  ``max_transient`` of them live at once; a fill that needs one waits for room before it takes
+  one of the ``max_fills`` fill slots. Memory outside the arena is therefore bounded by
+  ``max_transient * block_size``, however many clients there are.
 
 Object metadata (size, ETag, Last-Modified) is kept in a cachetools TTLCache (``meta_ttl``) and
 looked up once at a time per key (single-flight too); "not found" is remembered briefly.
@@ -75,7 +78,8 @@ class ObjectMeta:
 class Block:
     """A cached or in-flight block. ``off`` is its arena offset (-1 when transient)."""
 
-    __slots__ = ("key", "off", "length", "filled", "ready", "error", "waiters", "checksum", "buf")
+    __slots__ = ("key", "off", "length", "filled", "ready", "error", "waiters", "checksum", "buf",
+                 "refs")
 
     def __init__(self, key: tuple, off: int, length: int) -> None:
         self.key = key
@@ -87,6 +91,7 @@ class Block:
         self.waiters: list[asyncio.Future] = []
         self.checksum = 0               # xxh3-64 of the block once ready
         self.buf: bytearray | None = None  # transient blocks only
+        self.refs = 0                   # transient blocks only: readers + the fill
 
 
 @dataclass
@@ -117,6 +122,7 @@ class Storage:
         policy: str = "wtinylfu",
         meta_ttl: float = 30.0,
         max_fills: int = 64,
+        max_transient: int = 16,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if block_size != arena.page_size:
@@ -134,6 +140,7 @@ class Storage:
         )
         self._meta_inflight: dict[str, asyncio.Future] = {}
         self._fill_slots = asyncio.Semaphore(max_fills)
+        self._transient_room = asyncio.Semaphore(max_transient)
         self._tasks: set[asyncio.Task] = set()
 
     # -- metadata -------------------------------------------------------------------------
@@ -220,6 +227,7 @@ class Storage:
             return b
         b = self._transient.get(bk)
         if b is not None:
+            b.refs += 1
             return b
         self.counters.block_misses += 1
         if self.policy.access(bk):  # resident in the policy but not indexed: forget it
@@ -230,6 +238,14 @@ class Storage:
         """Undo one pin()."""
         if block.off >= 0:
             self.arena.unpin(block.off)
+        else:
+            self._unref(block)
+
+    def _unref(self, block: Block) -> None:
+        block.refs -= 1
+        if block.refs == 0 and block.buf is not None:
+            block.buf = None
+            self._transient_room.release()
 
     def view(self, block: Block, start: int, end: int) -> memoryview:
         """Bytes ``[start, end)`` of a pinned block (no copy)."""
@@ -296,7 +312,7 @@ class Storage:
             arena.pin(off)           # the caller's pin
             self._index[bk] = block
         else:
-            block.buf = bytearray(length)
+            block.refs = 2           # the fill's and the caller's
             self._transient[bk] = block
             self.counters.transient_fills += 1
         self.counters.fills += 1
@@ -315,10 +331,16 @@ class Storage:
     async def _fill(self, meta: ObjectMeta, idx: int, block: Block) -> None:
         start = idx * self.block_size
         end = start + block.length
-        view = (self.arena.view(block.off, block.length) if block.off >= 0
-                else memoryview(block.buf))   # type: ignore[arg-type]
+        view: memoryview | None = None
         try:
+            if block.off < 0:
+                await self._transient_room.acquire()   # before a fill slot: no slot waits on room
+                block.buf = bytearray(block.length)
+                if block.refs <= 1:        # every reader left while we waited
+                    raise asyncio.CancelledError
             async with self._fill_slots:
+                view = (self.arena.view(block.off, block.length) if block.off >= 0
+                        else memoryview(block.buf))   # type: ignore[arg-type]
                 pos = 0
                 async for chunk in self.origin.read(meta.key, meta.info, start, end):
                     n = len(chunk)
@@ -335,15 +357,22 @@ class Storage:
                     )
                 block.checksum = xxhash.xxh3_64_intdigest(view)
                 block.ready = True
+        except asyncio.CancelledError as exc:
+            self._fail(meta, block, exc)
+            if block.refs > 1 or block.off >= 0:
+                raise
         except BaseException as exc:
             self._fail(meta, block, exc)
             if not isinstance(exc, Exception):
                 raise
         finally:
-            view.release()
+            if view is not None:
+                view.release()
             self._transient.pop(block.key, None)
             if block.off >= 0:
                 self.arena.unpin(block.off)
+            else:
+                self._unref(block)
             self._wake(block)
 
     def _fail(self, meta: ObjectMeta, block: Block, exc: BaseException) -> None:

@@ -26,16 +26,20 @@ from origin_clients import make_origin
 log = logging.getLogger("edge")
 
 
-def arena_path_for(config: Config, worker: int, workers: int) -> str | None:
-    """Resolve ``cache.arena_path``: ``auto`` -> /dev/shm/edge-PORT.arena when /dev/shm exists."""
+def arena_path_for(config: Config, port: int, workers: int) -> tuple[str | None, bool]:
+    """Resolve ``cache.arena_path`` -> (path or None for anonymous, whether we own the file).
+
+    ``auto`` is /dev/shm/edge-PORT.arena (PORT as bound) when /dev/shm exists. Until warm
+    restart re-attaches arenas, an ``auto`` file is removed at clean shutdown.
+    """
     p = config.arena_path
     if p == "anonymous" or workers > 1:
-        return None
+        return None, False
     if p == "auto":
         if not os.path.isdir("/dev/shm"):
-            return None
-        return f"/dev/shm/edge-{config.listen[1]}.arena"
-    return p
+            return None, False
+        return f"/dev/shm/edge-{port}.arena", True
+    return p, False
 
 
 class App:
@@ -99,12 +103,13 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
     Arena = cext.load("arena").Arena
     size = config.cache_size // workers
     size -= size % config.block_size
-    arena = Arena(size, config.block_size, path=arena_path_for(config, worker, workers),
-                  min_chunk=config.min_chunk)
+    arena_path, own_file = arena_path_for(config, sock.getsockname()[1], workers)
+    arena = Arena(size, config.block_size, path=arena_path, min_chunk=config.min_chunk)
     spec = config.origins[0]
     origin = make_origin(spec.name, spec.url)
     storage = Storage(arena, origin, block_size=config.block_size, policy=config.eviction,
-                      meta_ttl=config.meta_ttl, max_fills=config.max_fills)
+                      meta_ttl=config.meta_ttl, max_fills=config.max_fills,
+                      max_transient=max(1, config.uncached_memory // config.block_size))
     app = App(config, storage)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: HttpProtocol(app), sock=sock)
@@ -141,6 +146,11 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
             arena.close()
         except BufferError:
             log.debug("arena still referenced at exit; the OS unmaps it")
+        if own_file and arena_path is not None:
+            try:
+                os.unlink(arena_path)
+            except OSError:
+                pass
 
 
 def _run_loop(coro_factory) -> None:

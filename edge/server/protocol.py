@@ -66,6 +66,7 @@ class HttpProtocol(asyncio.Protocol):
         self.queue: deque[Request | HTTPError] = deque()
         self.busy = False             # a request is being handled by the task
         self.closing = False
+        self.eof = False              # the client half-closed: close once answered
         self.reading_paused = False
         self.write_paused = False
         self.held: list[Block] = []   # pins of bytes still in the transport buffer
@@ -83,6 +84,8 @@ class HttpProtocol(asyncio.Protocol):
         self.app.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
         now = self.app.now
         self.last_activity = now
         was_in_progress = self.parser.in_progress
@@ -98,6 +101,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         # Half-close from the client: answer what was asked, then close.
+        self.eof = True
         if not self.queue and not self.busy:
             self._close()
         return True
@@ -147,7 +151,11 @@ class HttpProtocol(asyncio.Protocol):
                 self.busy = True
                 self.task = asyncio.get_running_loop().create_task(self._handle(item))
                 return
-        if self.reading_paused and len(self.queue) <= self.app.max_pipeline // 2 and not self.closing:
+        if self.closing:
+            return
+        if self.eof and not self.queue and not self.busy and not self.write_paused:
+            self._close()
+        elif self.reading_paused and len(self.queue) <= self.app.max_pipeline // 2:
             self.reading_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
 

@@ -267,3 +267,33 @@ def test_mismatch_forgets_metadata(make):
         assert st.meta_cached("k") is None
         assert await read_all(st, "k", 0, BS) == DATA[:BS]
     run(main())
+
+
+def test_transient_blocks_are_bounded_and_refcounted(make):
+    """With every arena block pinned, fills go to transient buffers, at most max_transient alive."""
+    st, origin, arena = make({"k": DATA}, size=2 * BS, max_transient=1)
+
+    async def main():
+        meta = await st.meta("k")
+        held = [st.pin(meta, 0), st.pin(meta, 1)]
+        for b in held:
+            await st.wait(b, BS)
+        t1 = st.pin(meta, 2)                      # no room in the arena: transient
+        assert t1.off < 0 and st.counters.transient_fills == 1
+        await st.wait(t1, BS)
+        assert bytes(st.view(t1, 0, BS)) == DATA[2 * BS:3 * BS]
+        t2 = st.pin(meta, 3)
+        await asyncio.sleep(0.05)
+        assert t2.filled == 0                     # waits: t1 still holds the only transient slot
+        assert t1.refs == 1                       # the fill's reference is gone, ours remains
+        st.release(t1)
+        assert t1.buf is None                     # freed with its last reference
+        await st.wait(t2, BS)
+        assert bytes(st.view(t2, 0, BS)) == DATA[3 * BS:4 * BS]
+        assert not st.is_cached(meta, 2 * BS, 4 * BS)
+        st.release(t2)
+        for b in held:
+            st.release(b)
+        await st.settle()
+        assert arena.stats()["pinned_chunks"] == 0
+    run(main())
