@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run the edge server in the foreground (SIGTERM or Ctrl-C stops it gracefully).",
     )
-    s.add_argument("--config", metavar="FILE", help="TOML config file (default: the embedded configs/edge.toml)")
+    s.add_argument("--config", metavar="FILE",
+                   help="TOML config file (default: the embedded configs/edge.toml)")
     s.add_argument("--listen", metavar="HOST:PORT", help="address to accept clients on (server.listen)")
     s.add_argument("--origin", metavar="DIR|URL", action="append",
                    help="origin storage: a directory or file:///dir; repeat for replicas, tried in order "

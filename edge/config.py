@@ -226,7 +226,9 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
     size -= size % block_size  # the arena is whole pages; round down, never above the budget
     min_chunk = parse_size(c["min_chunk"], "cache.min_chunk")
     if not 64 <= min_chunk <= block_size // 2:
-        raise ConfigError(f"cache.min_chunk: must be between 64 bytes and half a block, got {c['min_chunk']!r}")
+        raise ConfigError(
+            f"cache.min_chunk: must be between 64 bytes and half a block, got {c['min_chunk']!r}"
+        )
 
     uncached = parse_size(c["uncached_memory"], "cache.uncached_memory")
     if uncached < block_size:
@@ -244,7 +246,9 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         )
     level = str(merged["log"]["level"]).lower()
     if level not in LOG_LEVELS:
-        raise ConfigError(f"log.level: expected one of {', '.join(LOG_LEVELS)}, got {merged['log']['level']!r}")
+        raise ConfigError(
+            f"log.level: expected one of {', '.join(LOG_LEVELS)}, got {merged['log']['level']!r}"
+        )
 
     specs = []
     names: set[str] = set()
@@ -260,7 +264,8 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         specs.append(OriginSpec(name=name, url=str(o["url"])))
 
     arena_path = str(c["arena_path"])
-    if arena_path not in ("auto", "anonymous") and not os.path.isdir(os.path.dirname(os.path.abspath(arena_path))):
+    arena_dir = os.path.dirname(os.path.abspath(arena_path))
+    if arena_path not in ("auto", "anonymous") and not os.path.isdir(arena_dir):
         raise ConfigError(f"cache.arena_path: directory of {arena_path!r} does not exist")
 
     return Config(

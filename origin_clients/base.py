@@ -55,5 +55,5 @@ class Origin(abc.ABC):
         failure, including a short read: a caller that got no exception got every byte.
         """
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release pooled resources."""

@@ -219,9 +219,9 @@ def _supervise(config: Config, sock: socket.socket, workers: int) -> int:
             break
         except InterruptedError:
             continue
-        i = children.pop(pid, None)
-        if i is None:
+        if pid not in children:
             continue
+        i = children.pop(pid)
         if not stopping:
             log.warning("worker %d (pid %d) exited with status %d: restarting", i, pid, status)
             time.sleep(0.1)

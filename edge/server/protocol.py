@@ -26,7 +26,7 @@ import asyncio
 import logging
 import os
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from edge.cache import Block, FillError, ObjectMeta
 from edge.http import (
@@ -61,7 +61,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.transport: asyncio.Transport | None = None
+        # Set by connection_made (uvloop's transport is not an asyncio.Transport subclass).
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = RequestParser(app.limits)
         self.queue: deque[Request | HTTPError] = deque()
         self.busy = False             # a request is being handled by the task
@@ -78,8 +79,8 @@ class HttpProtocol(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  (uvloop's is not a subclass)
-        transport.set_write_buffer_limits(0, 0)
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(0, 0)
         self.last_activity = self.app.now
         self.app.connections.add(self)
 
@@ -96,7 +97,7 @@ class HttpProtocol(asyncio.Protocol):
             self.queue.extend(items)
             if len(self.queue) > self.app.max_pipeline and not self.reading_paused:
                 self.reading_paused = True
-                self.transport.pause_reading()  # type: ignore[union-attr]
+                self.transport.pause_reading()
             self._run()
 
     def eof_received(self) -> bool | None:
@@ -157,16 +158,16 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
         elif self.reading_paused and len(self.queue) <= self.app.max_pipeline // 2:
             self.reading_paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+            self.transport.resume_reading()
 
     def _close(self) -> None:
         if not self.closing:
             self.closing = True
-            self.transport.close()  # type: ignore[union-attr]  (flushes, then connection_lost)
+            self.transport.close()  # flushes, then connection_lost
 
     def _abort(self) -> None:
         self.closing = True
-        self.transport.abort()  # type: ignore[union-attr]  (drops the buffer at once)
+        self.transport.abort()  # drops the buffer at once
 
     def _release_held(self) -> None:
         if self.held:
@@ -186,7 +187,7 @@ class HttpProtocol(asyncio.Protocol):
             http_minor=req.http_minor if req is not None else 1,
             head_only=req is not None and req.method == b"HEAD",
         )
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.transport.write(data)
         if not keep:
             self._close()
 
@@ -211,7 +212,7 @@ class HttpProtocol(asyncio.Protocol):
     def _write_head(self, req: Request, p, cache_status: bytes) -> None:
         head = frame_head(p.status, p.headers, date=self.app.date, cache_status=cache_status,
                           keep_alive=req.keep_alive, http_minor=req.http_minor)
-        self.transport.write(head)  # type: ignore[union-attr]
+        self.transport.write(head)
 
     def _finish(self, req: Request) -> None:
         if not req.keep_alive:
@@ -261,8 +262,8 @@ class HttpProtocol(asyncio.Protocol):
                           keep_alive=req.keep_alive, http_minor=req.http_minor)
         out.insert(0, head)
         self.app.stats_hit(p.content_length)
-        self.transport.writelines(out)  # type: ignore[union-attr]
-        if self.transport.get_write_buffer_size():  # type: ignore[union-attr]
+        self.transport.writelines(out)
+        if self.transport.get_write_buffer_size():
             self.held.extend(pinned)
         else:
             for x in pinned:
@@ -295,7 +296,7 @@ class HttpProtocol(asyncio.Protocol):
             if p.send_body:
                 for part in p.parts:
                     if isinstance(part, bytes):
-                        self.transport.write(part)  # type: ignore[union-attr]
+                        self.transport.write(part)
                     else:
                         await self._stream(meta, part[0], part[1])
                 if status is HIT:

@@ -24,7 +24,7 @@ def raw(port: int, data: bytes, *, timeout: float = 10.0, read_until_close: bool
         while time.monotonic() < deadline:
             try:
                 c = s.recv(1 << 16)
-            except socket.timeout:
+            except TimeoutError:
                 break
             if not c:
                 break

@@ -630,7 +630,7 @@ def test_random_ops_against_model_and_twin(seed):
 
     dead = []  # offsets freed at some point, for invalid-op probes
     seen = dict.fromkeys(["full", "deferred", "completed", "page_back", "probe"], 0)
-    for step in range(2000):
+    for _step in range(2000):
         op = rng.random()
         usable = [o for o, (_, _, d) in model.live.items() if not d]
         pinned = [o for o, (_, p, _) in model.live.items() if p]

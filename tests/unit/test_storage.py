@@ -231,7 +231,7 @@ def test_pinned_blocks_survive_eviction_and_arena_stays_bounded(make):
         meta0 = await st.meta("o0")
         b = st.pin(meta0, 0)
         await st.wait(b, BS)
-        for rnd in range(3):
+        for _rnd in range(3):
             for i in range(1, 10):
                 assert await read_all(st, f"o{i}") == objects[f"o{i}"]
                 assert arena.used_bytes <= arena.size
