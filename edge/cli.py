@@ -66,6 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         conf = cfg.load(args.config, overrides)
         _check_origins(conf, embedded=args.config is None and not args.origin)
+        _make_state_dir(conf)
     except cfg.ConfigError as exc:
         print(f"edge: config error: {exc}", file=sys.stderr)
         return 2
@@ -80,6 +81,13 @@ def _serve(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"edge: cannot start: {exc}", file=sys.stderr)
         return 1
+
+
+def _make_state_dir(conf: cfg.Config) -> None:
+    try:
+        os.makedirs(conf.state_dir, exist_ok=True)
+    except OSError as exc:
+        raise cfg.ConfigError(f"server.state_dir: cannot create {conf.state_dir!r}: {exc.strerror}") from None
 
 
 def _check_origins(conf: cfg.Config, *, embedded: bool) -> None:

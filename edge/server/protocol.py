@@ -276,6 +276,7 @@ class HttpProtocol(asyncio.Protocol):
         head_sent = False
         try:
             storage = self.app.storage
+            meta_hit = storage.meta_cached(req.key) is not None
             try:
                 meta = await storage.meta(req.key)
             except NotFound:
@@ -288,9 +289,12 @@ class HttpProtocol(asyncio.Protocol):
             try:
                 p = self._plan(req, meta)
             except RangeNotSatisfiable as err:
-                self._send_error(err, req, HIT)
+                self._send_error(err, req, HIT if meta_hit else MISS)
                 return
-            status = self._cache_status(meta, p.parts) if p.send_body else HIT
+            if p.send_body:
+                status = self._cache_status(meta, p.parts)
+            else:                       # HEAD, 304, 412: only the metadata was needed
+                status = HIT if meta_hit else MISS
             self._write_head(req, p, status)
             head_sent = True
             if p.send_body:

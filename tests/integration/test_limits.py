@@ -153,6 +153,7 @@ def test_embedded_default_starts_and_creates_its_origin(tmp_path):
         assert m, line + proc.stderr.read1().decode()
         port = int(m.group(1))
         assert (tmp_path / "origin").is_dir()
+        assert (tmp_path / "edge-state").is_dir()          # server.state_dir, created
         (tmp_path / "origin" / "hello.txt").write_bytes(b"hello\n")
         assert fetch(port, "/hello.txt") == b"hello\n"
         assert Path(f"/dev/shm/edge-{port}.arena").exists()

@@ -84,9 +84,11 @@ def test_get_head_and_validators(edge_factory, origin, files, impl):
     status, h2, body = get(e.port, "/small.bin")
     assert status == 200 and body == files["small.bin"] and h2["cache-status"] == "edge; hit"
     assert h2["etag"] == h["etag"]
-    # HEAD: same headers, no body, Range ignored
+    # HEAD: same headers, no body, Range ignored; the first asks the origin (miss)
     status, h3, body = get(e.port, "/big.bin", {"Range": "bytes=0-9"}, method="HEAD")
     assert status == 200 and body == b"" and h3["content-length"] == str(len(files["big.bin"]))
+    assert h3["cache-status"] == "edge; fwd=miss"
+    assert get(e.port, "/big.bin", method="HEAD")[1]["cache-status"] == "edge; hit"
     # conditionals
     assert get(e.port, "/small.bin", {"If-None-Match": h["etag"]})[0] == 304
     assert get(e.port, "/small.bin", {"If-None-Match": 'W/' + h["etag"]})[0] == 304
