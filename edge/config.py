@@ -47,12 +47,31 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_fills": 64,
         "uncached_memory": "32MiB",
     },
+    "origin_pool": {
+        "retries": 2,
+        "backoff": "50ms",
+        "deadline": "10s",
+        "failure_threshold": 3,
+        "cooldown": "10s",
+        "probe_interval": "off",
+        "probe_key": "",
+        "hedge_after": "off",
+    },
     "log": {
         "level": "info",
     },
 }
 DEFAULT_ORIGINS: list[dict[str, str]] = [{"name": "local", "url": "./origin"}]
-ORIGIN_KEYS = {"name", "url"}
+# Per-origin keys and their defaults (name defaults to originN, url is required).
+ORIGIN_DEFAULTS: dict[str, Any] = {
+    "access_key": "",
+    "secret_key": "",
+    "session_token": "",
+    "max_connections": 32,
+    "connect_timeout": "3s",
+    "read_timeout": "10s",
+}
+ORIGIN_KEYS = {"name", "url", *ORIGIN_DEFAULTS}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _UNITS = {
@@ -85,8 +104,13 @@ def parse_size(value: Any, key: str = "size") -> int:
     return n
 
 
-def parse_duration(value: Any, key: str) -> float:
-    """``30s``, ``250ms``, ``5m``, ``1h`` or a number of seconds -> seconds."""
+def parse_duration(value: Any, key: str, *, allow_off: bool = False) -> float:
+    """``30s``, ``250ms``, ``5m``, ``1h`` or a number of seconds -> seconds.
+
+    With ``allow_off``, ``"off"`` (or 0) means disabled and gives 0.0.
+    """
+    if allow_off and (value == "off" or (not isinstance(value, bool) and value == 0)):
+        return 0.0
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected a duration like '30s' or '250ms', got {value!r}")
     if isinstance(value, (int, float)):
@@ -121,10 +145,36 @@ def _int(value: Any, key: str, lo: int = 1, hi: int = 1 << 62) -> int:
     return value
 
 
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class OriginSpec:
     name: str
     url: str
+    access_key: str = ""
+    secret_key: str = ""
+    session_token: str = ""
+    max_connections: int = 32
+    connect_timeout: float = 3.0
+    read_timeout: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSpec:
+    """How replicas are used: retries, deadline, passive/active health, hedging (0 = off)."""
+
+    retries: int = 2
+    backoff: float = 0.05
+    deadline: float = 10.0
+    failure_threshold: int = 3
+    cooldown: float = 10.0
+    probe_interval: float = 0.0
+    probe_key: str = ""
+    hedge_after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +202,7 @@ class Config:
     max_fills: int
     uncached_memory: int
     origins: tuple[OriginSpec, ...]
+    pool: PoolSpec
     log_level: str
     source: str = "<defaults>"
     raw: dict = field(default_factory=dict, compare=False, repr=False)
@@ -181,7 +232,7 @@ def _merge(raw: dict[str, Any], source: str) -> tuple[dict[str, dict[str, Any]],
                         )
                 if "url" not in o:
                     raise ConfigError(f"origins[{i}].url: missing")
-                origins.append({"name": o.get("name", f"origin{i}"), "url": o["url"]})
+                origins.append({**o, "name": o.get("name", f"origin{i}")})
             continue
         if section not in DEFAULTS:
             known = ", ".join(sorted([*DEFAULTS, "origins"]))
@@ -261,7 +312,28 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         if name in names:
             raise ConfigError(f"origins[{i}].name: duplicate origin name {name!r}")
         names.add(name)
-        specs.append(OriginSpec(name=name, url=str(o["url"])))
+        opts = {**ORIGIN_DEFAULTS, **o}
+        specs.append(OriginSpec(
+            name=name,
+            url=str(o["url"]),
+            access_key=_str(opts["access_key"], f"origins[{i}].access_key"),
+            secret_key=_str(opts["secret_key"], f"origins[{i}].secret_key"),
+            session_token=_str(opts["session_token"], f"origins[{i}].session_token"),
+            max_connections=_int(opts["max_connections"], f"origins[{i}].max_connections", 1, 4096),
+            connect_timeout=parse_duration(opts["connect_timeout"], f"origins[{i}].connect_timeout"),
+            read_timeout=parse_duration(opts["read_timeout"], f"origins[{i}].read_timeout"),
+        ))
+    op = merged["origin_pool"]
+    pool = PoolSpec(
+        retries=_int(op["retries"], "origin_pool.retries", 0, 100),
+        backoff=parse_duration(op["backoff"], "origin_pool.backoff"),
+        deadline=parse_duration(op["deadline"], "origin_pool.deadline"),
+        failure_threshold=_int(op["failure_threshold"], "origin_pool.failure_threshold", 1, 1000),
+        cooldown=parse_duration(op["cooldown"], "origin_pool.cooldown"),
+        probe_interval=parse_duration(op["probe_interval"], "origin_pool.probe_interval", allow_off=True),
+        probe_key=_str(op["probe_key"], "origin_pool.probe_key"),
+        hedge_after=parse_duration(op["hedge_after"], "origin_pool.hedge_after", allow_off=True),
+    )
 
     arena_path = str(c["arena_path"])
     arena_dir = os.path.dirname(os.path.abspath(arena_path))
@@ -290,6 +362,7 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         max_fills=_int(c["max_fills"], "cache.max_fills", 1, 4096),
         uncached_memory=uncached,
         origins=tuple(specs),
+        pool=pool,
         log_level=level,
         source=source,
         raw=raw,

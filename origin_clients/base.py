@@ -22,20 +22,40 @@ class ObjectInfo:
 
 
 class OriginError(Exception):
-    """The origin could not answer (down, refused, broken). ``origin`` names it."""
+    """The origin could not answer (down, refused, broken). ``origin`` names it.
 
-    def __init__(self, origin: str, message: str) -> None:
+    ``retryable`` says whether asking again (this replica later, or another) may help: a
+    reset or a 503 is, a malformed request of ours is not. Credentials refused (401/403) are
+    retryable on *another* replica, which may hold other credentials.
+    """
+
+    def __init__(self, origin: str, message: str, *, retryable: bool = True) -> None:
         super().__init__(f"origin {origin!r}: {message}")
         self.origin = origin
         self.message = message
+        self.retryable = retryable
 
 
 class NotFound(OriginError):
     """The origin has no such object."""
 
+    def __init__(self, origin: str, message: str) -> None:
+        super().__init__(origin, message, retryable=False)
+
 
 class ValidatorMismatch(OriginError):
     """The object changed since it was stated: its validator no longer matches."""
+
+    def __init__(self, origin: str, message: str) -> None:
+        super().__init__(origin, message, retryable=False)
+
+
+class OriginTimeout(OriginError):
+    """No replica answered within the deadline (the edge answers 504)."""
+
+
+class OriginRefused(OriginError):
+    """The origin refused our credentials or signature (401/403): a configuration problem."""
 
 
 class Origin(abc.ABC):
