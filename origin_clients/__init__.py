@@ -46,7 +46,7 @@ def parse_origin_url(url: str) -> tuple[str, str]:
         if parts.query or parts.fragment:
             raise ValueError(f"an HTTP origin URL takes no query or fragment: {url!r}")
         try:
-            parts.port
+            _ = parts.port
         except ValueError:
             raise ValueError(f"bad port in {url!r}") from None
         return scheme, url
@@ -58,7 +58,8 @@ def parse_origin_url(url: str) -> tuple[str, str]:
         params = parse_qs(parts.query, keep_blank_values=True)
         for k, v in params.items():
             if k not in S3_PARAMS:
-                raise ValueError(f"unknown parameter {k!r} in {url!r} (known: {', '.join(sorted(S3_PARAMS))})")
+                known = ", ".join(sorted(S3_PARAMS))
+                raise ValueError(f"unknown parameter {k!r} in {url!r} (known: {known})")
             if len(v) != 1 or not v[0]:
                 raise ValueError(f"parameter {k!r} needs exactly one value in {url!r}")
         ep = params.get("endpoint", [""])[0]

@@ -107,6 +107,7 @@ class Counters:
     evictions: int = 0
     origin_bytes: int = 0
     meta_lookups: int = 0
+    stale_meta: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -138,6 +139,8 @@ class Storage:
         self._missing: cachetools.TTLCache = cachetools.TTLCache(
             65536, min(NEGATIVE_TTL, meta_ttl), timer=clock
         )
+        # Last known metadata, served when the origin cannot be asked (stale-if-error).
+        self._stale: cachetools.LRUCache = cachetools.LRUCache(65536)
         self._meta_inflight: dict[str, asyncio.Future] = {}
         self._fill_slots = asyncio.Semaphore(max_fills)
         self._transient_room = asyncio.Semaphore(max_transient)
@@ -163,9 +166,23 @@ class Storage:
         self._meta_inflight[key] = fut
         try:
             self.counters.meta_lookups += 1
-            info = await self.origin.stat(key)
-            m = ObjectMeta(key, info, self.block_size)
+            try:
+                info = await self.origin.stat(key)
+            except NotFound:
+                self._stale.pop(key, None)
+                raise
+            except OriginError as exc:
+                m = self._stale.get(key)
+                if m is None:
+                    raise
+                log.warning("origin unavailable for %r, serving what is cached: %s", key, exc)
+                self.counters.stale_meta += 1
+                fut.set_result(m)
+                return m
+            old = self._stale.get(key)
+            m = old if old is not None and old.info == info else ObjectMeta(key, info, self.block_size)
             self._meta[key] = m
+            self._stale[key] = m
             fut.set_result(m)
             return m
         except BaseException as exc:
@@ -181,6 +198,7 @@ class Storage:
         """Drop the metadata of ``key`` so the next request asks the origin again."""
         self._meta.pop(key, None)
         self._missing.pop(key, None)
+        self._stale.pop(key, None)
 
     # -- blocks ---------------------------------------------------------------------------
 

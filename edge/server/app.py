@@ -22,6 +22,7 @@ from edge.cache import Storage
 from edge.config import Config
 from edge.http import Limits, format_http_date
 from origin_clients import make_origin
+from origin_clients.pool import OriginPool
 
 log = logging.getLogger("edge")
 
@@ -40,6 +41,21 @@ def arena_path_for(config: Config, port: int, workers: int) -> tuple[str | None,
             return None, False
         return f"/dev/shm/edge-{port}.arena", True
     return p, False
+
+
+def make_pool(config: Config) -> OriginPool:
+    """The configured origins as one pool of replicas."""
+    origins = [
+        make_origin(o.name, o.url, access_key=o.access_key or None, secret_key=o.secret_key or None,
+                    session_token=o.session_token or None, max_connections=o.max_connections,
+                    connect_timeout=o.connect_timeout, read_timeout=o.read_timeout)
+        for o in config.origins
+    ]
+    p = config.pool
+    return OriginPool(origins, retries=p.retries, backoff=p.backoff, deadline=p.deadline,
+                      failure_threshold=p.failure_threshold, cooldown=p.cooldown,
+                      probe_interval=p.probe_interval, probe_key=p.probe_key,
+                      hedge_after=p.hedge_after)
 
 
 class App:
@@ -105,8 +121,8 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
     size -= size % config.block_size
     arena_path, own_file = arena_path_for(config, sock.getsockname()[1], workers)
     arena = Arena(size, config.block_size, path=arena_path, min_chunk=config.min_chunk)
-    spec = config.origins[0]
-    origin = make_origin(spec.name, spec.url)
+    origin = make_pool(config)
+    origin.start()
     storage = Storage(arena, origin, block_size=config.block_size, policy=config.eviction,
                       meta_ttl=config.meta_ttl, max_fills=config.max_fills,
                       max_transient=max(1, config.uncached_memory // config.block_size))

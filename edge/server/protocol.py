@@ -38,7 +38,7 @@ from edge.http import (
     frame_head,
     plan,
 )
-from origin_clients import NotFound, OriginError
+from origin_clients import NotFound, OriginError, OriginTimeout
 
 if TYPE_CHECKING:
     from edge.server.app import App
@@ -54,6 +54,13 @@ PARTIAL = b"edge; fwd=partial"
 BYPASS = b"edge; fwd=bypass"
 
 _METHOD_NOT_ALLOWED_HEADERS = ((b"Allow", b"GET, HEAD"),)
+
+
+def _origin_error(exc: BaseException) -> HTTPError:
+    """502 naming the origin and why, or 504 when no replica answered in time."""
+    if isinstance(exc, OriginTimeout):
+        return HTTPError(504, f"origin timeout: {exc}")
+    return HTTPError(502, f"origin failed: {exc}")
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -284,7 +291,7 @@ class HttpProtocol(asyncio.Protocol):
                 return
             except OriginError as exc:
                 log.warning("origin lookup of %r failed: %s", req.key, exc)
-                self._send_error(HTTPError(502, f"origin unavailable: {exc}"), req, MISS)
+                self._send_error(_origin_error(exc), req, MISS)
                 return
             try:
                 p = self._plan(req, meta)
@@ -314,7 +321,7 @@ class HttpProtocol(asyncio.Protocol):
             raise
         except (FillError, ConnectionError) as exc:
             if not head_sent and isinstance(exc, FillError):
-                self._send_error(HTTPError(502, f"origin read failed: {exc}"), req, MISS)
+                self._send_error(_origin_error(exc.cause), req, MISS)
             else:
                 log.info("response for %r aborted: %s", req.key, exc)
                 self._abort_if_open()

@@ -297,3 +297,23 @@ def test_transient_blocks_are_bounded_and_refcounted(make):
         await st.settle()
         assert arena.stats()["pinned_chunks"] == 0
     run(main())
+
+
+def test_cached_objects_survive_an_origin_outage(make):
+    """Metadata expired and the origin down: what is cached is still served (stale-if-error)."""
+    st, origin, _ = make({"k": DATA}, meta_ttl=0.05)
+
+    async def main():
+        assert await read_all(st, "k", 0, BS) == DATA[:BS]
+        await st.settle()
+        await asyncio.sleep(0.1)                      # metadata expires
+
+        async def down(key):
+            raise OriginError("fake", "connection refused")
+
+        origin.stat = down
+        assert await read_all(st, "k", 0, BS) == DATA[:BS]   # served from the cache
+        assert st.counters.stale_meta == 1
+        with pytest.raises(OriginError):
+            await st.meta("other")                    # nothing known: the error stands
+    run(main())
