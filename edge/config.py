@@ -46,6 +46,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "meta_ttl": "30s",
         "max_fills": 64,
         "uncached_memory": "32MiB",
+        "readahead": 4,
     },
     "origin_pool": {
         "retries": 2,
@@ -201,6 +202,7 @@ class Config:
     meta_ttl: float
     max_fills: int
     uncached_memory: int
+    readahead: int
     origins: tuple[OriginSpec, ...]
     pool: PoolSpec
     log_level: str
@@ -361,6 +363,7 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         meta_ttl=parse_duration(c["meta_ttl"], "cache.meta_ttl"),
         max_fills=_int(c["max_fills"], "cache.max_fills", 1, 4096),
         uncached_memory=uncached,
+        readahead=_int(c["readahead"], "cache.readahead", 0, 64),
         origins=tuple(specs),
         pool=pool,
         log_level=level,

@@ -108,6 +108,7 @@ class Counters:
     origin_bytes: int = 0
     meta_lookups: int = 0
     stale_meta: int = 0
+    prefetches: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -251,6 +252,17 @@ class Storage:
         if self.policy.access(bk):  # resident in the policy but not indexed: forget it
             self.policy.remove(bk)
         return self._start_fill(meta, idx, bk)
+
+    def prefetch(self, meta: ObjectMeta, idx: int) -> None:
+        """Start filling block ``idx`` if it is neither cached nor in flight (read-ahead)."""
+        bk = (meta.oid, idx)
+        if bk in self._index or bk in self._transient:
+            return
+        self.counters.prefetches += 1
+        if self.policy.access(bk):
+            self.policy.remove(bk)
+        b = self._start_fill(meta, idx, bk)
+        self.release(b)   # _start_fill pins for a caller; read-ahead has none
 
     def release(self, block: Block) -> None:
         """Undo one pin()."""

@@ -72,6 +72,7 @@ class App:
         )
         self.max_ranges = config.max_ranges
         self.max_pipeline = config.max_pipeline
+        self.readahead = config.readahead
         self.header_timeout = config.header_timeout
         self.idle_timeout = config.idle_timeout
         self.send_timeout = config.send_timeout

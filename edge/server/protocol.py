@@ -372,11 +372,16 @@ class HttpProtocol(asyncio.Protocol):
         queued = 0
         pos = start
         cur: Block | None = None      # the block being read; joins self.held once fully queued
+        readahead = self.app.readahead
+        last = (end - 1) // bs        # read-ahead stays inside the requested range
         try:
             while pos < end:
                 idx = pos // bs
                 base = idx * bs
                 cur = storage.pin_ready(meta, idx) or storage.pin(meta, idx)
+                if readahead:
+                    for j in range(idx + 1, min(idx + readahead, last) + 1):
+                        storage.prefetch(meta, j)
                 a, stop = pos - base, min(end - base, cur.length)
                 while a < stop:
                     if cur.ready:

@@ -317,3 +317,21 @@ def test_cached_objects_survive_an_origin_outage(make):
         with pytest.raises(OriginError):
             await st.meta("other")                    # nothing known: the error stands
     run(main())
+
+
+def test_prefetch_starts_fills_without_leaking_pins(make):
+    st, origin, arena = make({"k": DATA})
+
+    async def main():
+        meta = await st.meta("k")
+        for i in range(1, 4):
+            st.prefetch(meta, i)
+        st.prefetch(meta, 1)                          # already in flight: nothing new
+        assert st.counters.prefetches == 3
+        await st.settle()
+        assert st.is_cached(meta, BS, 4 * BS) is True
+        assert sorted(s for _, s, _ in origin.reads) == [BS, 2 * BS, 3 * BS]
+        assert arena.stats()["pinned_chunks"] == 0
+        assert await read_all(st, "k", BS, 4 * BS) == DATA[BS:4 * BS]
+        assert len(origin.reads) == 3                 # the reader found them cached
+    run(main())
