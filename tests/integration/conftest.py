@@ -28,7 +28,7 @@ def need(tool: str) -> str:
 class EdgeServer:
     proc: subprocess.Popen
     port: int
-    origin: Path
+    origin: Path | str
     log: Path
     files: dict[str, bytes] = field(default_factory=dict)
 
@@ -50,17 +50,25 @@ class EdgeServer:
         return self.log.read_text(errors="replace")
 
 
-def start_edge(tmp: Path, origin: Path, *args: str, pure: bool = False, config: str | None = None,
+def start_edge(tmp: Path, origin: Path | str | list, *args: str, pure: bool = False,
+               config: str | None = None, env_extra: dict[str, str] | None = None,
                timeout: float = 20) -> EdgeServer:
-    """Start ``edge serve`` on 127.0.0.1:0 and wait for the banner that names its port."""
+    """Start ``edge serve`` on 127.0.0.1:0 and wait for the banner that names its port.
+
+    ``origin`` is a directory, an origin URL, or a list of them (replicas, in order).
+    """
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     if pure:
         env["EDGE_NO_EXTENSIONS"] = "1"
     else:
         env.pop("EDGE_NO_EXTENSIONS", None)
+    env.update(env_extra or {})
+    origins = origin if isinstance(origin, list) else [origin]
     cmd = [sys.executable, "-m", "edge", "serve", "--listen", "127.0.0.1:0",
-           "--origin", str(origin), "--arena-path", "anonymous", *args]
+           "--arena-path", "anonymous", *args]
+    for o in origins:
+        cmd += ["--origin", str(o)]
     if config:
         cmd += ["--config", config]
     log = tmp / f"edge-{time.monotonic_ns()}.log"
@@ -76,7 +84,7 @@ def start_edge(tmp: Path, origin: Path, *args: str, pure: bool = False, config: 
             break
         m = re.search(rb"serving http://127\.0\.0\.1:(\d+)/", line)
         if m:
-            return EdgeServer(proc=proc, port=int(m.group(1)), origin=origin, log=log)
+            return EdgeServer(proc=proc, port=int(m.group(1)), origin=origins[0], log=log)
     proc.kill()
     proc.wait()
     raise RuntimeError(f"edge did not start: {line!r}\n{log.read_text(errors='replace')}")
@@ -118,7 +126,7 @@ def origin(tmp_path: Path) -> Path:
 def edge_factory(tmp_path: Path):
     servers: list[EdgeServer] = []
 
-    def factory(origin: Path, *args: str, **kw) -> EdgeServer:
+    def factory(origin: Path | str | list, *args: str, **kw) -> EdgeServer:
         s = start_edge(tmp_path, origin, *args, **kw)
         servers.append(s)
         return s
