@@ -92,7 +92,8 @@ def test_bad_origin_responses_are_never_cached(edge_factory, nginx, proxy, tmp_p
 
 def test_a_transient_fault_is_retried(edge_factory, nginx, proxy, tmp_path):  # noqa: F811
     data = put(nginx.root, "retry.bin", 2 * MiB, seed=9)
-    e = edge_factory(proxy.url, "--cache-size", "16MiB", config=conf(tmp_path, '[origin_pool]\nbackoff = "10ms"\n'))
+    cfg = conf(tmp_path, '[origin_pool]\nbackoff = "10ms"\n')
+    e = edge_factory(proxy.url, "--cache-size", "16MiB", config=cfg)
     proxy.set("reset", count=1, after=100_000)
     status, _, body, complete = get(e.port, "/retry.bin")
     assert status == 200 and complete and body == data
