@@ -15,6 +15,7 @@ class Arena:
         path: str | None = None,
         min_chunk: int = 1024,
         growth: float = 1.25,
+        prefault: bool = False,
     ) -> None: ...
     @property
     def size(self) -> int: ...

@@ -47,6 +47,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_fills": 64,
         "uncached_memory": "32MiB",
         "readahead": 4,
+        "prefault": True,
     },
     "origin_pool": {
         "retries": 2,
@@ -146,6 +147,12 @@ def _int(value: Any, key: str, lo: int = 1, hi: int = 1 << 62) -> int:
     return value
 
 
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
 def _str(value: Any, key: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -203,6 +210,7 @@ class Config:
     max_fills: int
     uncached_memory: int
     readahead: int
+    prefault: bool
     origins: tuple[OriginSpec, ...]
     pool: PoolSpec
     log_level: str
@@ -364,6 +372,7 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         max_fills=_int(c["max_fills"], "cache.max_fills", 1, 4096),
         uncached_memory=uncached,
         readahead=_int(c["readahead"], "cache.readahead", 0, 64),
+        prefault=_bool(c["prefault"], "cache.prefault"),
         origins=tuple(specs),
         pool=pool,
         log_level=level,

@@ -121,7 +121,8 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
     size = config.cache_size // workers
     size -= size % config.block_size
     arena_path, own_file = arena_path_for(config, sock.getsockname()[1], workers)
-    arena = Arena(size, config.block_size, path=arena_path, min_chunk=config.min_chunk)
+    arena = Arena(size, config.block_size, path=arena_path, min_chunk=config.min_chunk,
+                  prefault=config.prefault)
     origin = make_pool(config)
     origin.start()
     storage = Storage(arena, origin, block_size=config.block_size, policy=config.eviction,

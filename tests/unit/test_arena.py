@@ -697,3 +697,27 @@ def test_random_ops_against_model_and_twin(seed):
     for a in arenas:
         a.close()
     assert min(seen.values()) >= 10, seen  # the walk reached every interesting state
+
+
+def _rss_shmem() -> int:
+    import re as _re
+
+    text = open("/proc/self/status").read()
+    m = _re.search(r"RssShmem:\s+(\d+) kB", text)
+    return int(m.group(1)) * 1024 if m else 0
+
+
+def test_prefault_maps_every_page_up_front(twin):
+    Arena = twin("arena").Arena
+    size = 64 << 20
+    before = _rss_shmem()
+    a = Arena(size, 1 << 20, prefault=True)
+    try:
+        assert _rss_shmem() - before >= size * 0.9
+    finally:
+        a.close()
+    b = Arena(size, 1 << 20)                       # default: pages come on first touch
+    try:
+        assert _rss_shmem() - before < size * 0.5
+    finally:
+        b.close()
