@@ -53,7 +53,8 @@ daemon off; master_process off; worker_processes 1; pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000; {f"limit_rate {rate};" if rate else ""}
+    access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+    {f"limit_rate {rate};" if rate else ""}
     client_body_temp_path {tmp}/cb; proxy_temp_path {tmp}/px;
     default_type application/octet-stream;
     server {{ listen 127.0.0.1:{port}; root {root}; location / {{ }} }}
