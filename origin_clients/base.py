@@ -75,5 +75,14 @@ class Origin(abc.ABC):
         failure, including a short read: a caller that got no exception got every byte.
         """
 
+    async def stat_read(self, key: str, start: int, end: int) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
+        """``stat`` and the bytes ``[start, min(end, size))`` of that version, at once.
+
+        Stores that can answer both with one request (a ranged GET carries the size and the
+        ETag) override this to save a round-trip on a cold object. This default stats, then reads.
+        """
+        info = await self.stat(key)
+        return info, self.read(key, info, min(start, info.size), min(end, info.size))
+
     async def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release pooled resources."""

@@ -241,8 +241,65 @@ class HTTPOrigin(Origin):
                 raise await self._error(resp, "HEAD", key)
             return self._info(resp, key)
 
-    def _info(self, resp: aiohttp.ClientResponse, key: str) -> ObjectInfo:
-        size = _int_header(resp.headers, "Content-Length")
+    async def stat_read(self, key: str, start: int, end: int) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
+        """One unconditioned ranged GET: the object's info and its bytes ``[start, min(end, size))``.
+
+        The total size comes from Content-Range (206) or Content-Length (a 200 for ``start ==
+        0``: only the first ``end`` bytes are read, then the connection is dropped). A 416
+        (``start`` past the end) or a 200 for ``start > 0`` falls back to HEAD + conditioned GET.
+        """
+        gen = self._stat_read(key, start, end)
+        first = await gen.__anext__()
+        assert isinstance(first, ObjectInfo)
+        return first, gen   # type: ignore[return-value]
+
+    async def _stat_read(self, key: str, start: int, end: int) -> AsyncIterator[ObjectInfo | bytes]:
+        fallback = False
+        async with self._request("GET", key, {"Range": f"bytes={start}-{end - 1}"}) as resp:
+            if resp.status == 416 or (resp.status == 200 and start > 0):
+                fallback = True
+            elif resp.status not in (200, 206):
+                raise await self._error(resp, "GET", key)
+            else:
+                total = None
+                if resp.status == 206:
+                    m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+                    if m is None:
+                        raise OriginError(self.name, f"GET {key!r}: 206 with a bad Content-Range "
+                                                     f"{resp.headers.get('Content-Range')!r}")
+                    total = int(m.group(3))
+                info = self._info(resp, key, size=total)
+                stop = min(end, info.size)
+                if resp.status == 206:
+                    self._check_read(resp, key, info, start, stop)
+                yield info
+                pos = start
+                async for chunk in resp.content.iter_chunked(READ_CHUNK):
+                    if pos + len(chunk) > stop:
+                        if resp.status == 200:      # the whole object: keep what we asked for
+                            chunk = chunk[: stop - pos]
+                            pos += len(chunk)
+                            if chunk:
+                                yield chunk
+                            resp.close()            # do not reuse a connection mid-body
+                            break
+                        raise OriginError(self.name, f"GET {key!r} bytes {start}-{stop - 1}: "
+                                                     "over-long body")
+                    pos += len(chunk)
+                    yield chunk
+                if pos != stop:
+                    raise OriginError(self.name, f"GET {key!r} bytes {start}-{stop - 1}: short body, "
+                                                 f"{pos - start} of {stop - start} bytes")
+        if fallback:
+            info = await self.stat(key)
+            yield info
+            if start < info.size:
+                async for chunk in self.read(key, info, start, min(end, info.size)):
+                    yield chunk
+
+    def _info(self, resp: aiohttp.ClientResponse, key: str, size: int | None = None) -> ObjectInfo:
+        if size is None:
+            size = _int_header(resp.headers, "Content-Length")
         if size is None or size < 0:
             raise OriginError(self.name, f"HEAD {key!r}: no valid Content-Length "
                                          f"({resp.headers.get('Content-Length')!r})")

@@ -172,7 +172,120 @@ class OriginPool(Origin):
         assert last is not None
         raise last   # NotFound only when every replica said so
 
-    async def read(self, key: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
+    async def stat_read(self, key: str, start: int, end: int) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
+        """``stat`` and the first bytes in one request where the replica can; same failover.
+
+        Replicas are asked in order as for ``stat``; the bytes then come from the replica that
+        answered, and if it fails mid-way the rest comes through ``read`` (every replica, the
+        same validator), exactly as a normal read would continue.
+        """
+        last: OriginError | None = None
+        absent: set[Replica] = set()
+        try:
+            async with asyncio.timeout(self.deadline):
+                for round_ in range(self.retries + 1):
+                    order = [r for r in self.order() if r not in absent]
+                    if not order:
+                        break
+                    if round_:
+                        await asyncio.sleep(self._pause(round_))
+                    for i, r in enumerate(order):
+                        r.stats.requests += 1
+                        try:
+                            (info, it), r = await self._stat_read_first(key, start, end, r, order[i + 1:])
+                        except NotFound as exc:
+                            self._ok(r)
+                            absent.add(r)
+                            if last is None or isinstance(last, NotFound):
+                                last = exc
+                            continue
+                        except OriginError as exc:
+                            self._failed(r, exc)
+                            last = exc
+                            if not exc.retryable and len(self.replicas) == 1:
+                                raise
+                            continue
+                        self._ok(r)
+                        return info, self._resume(key, info, min(start, info.size),
+                                                  min(end, info.size), it, r)
+        except TimeoutError:
+            raise OriginTimeout(self.name, f"no replica answered within {self.deadline:g}s"
+                                + (f" (last error: {last.message})" if last else "")) from None
+        assert last is not None
+        raise last
+
+    async def _stat_read_first(
+        self, key: str, start: int, end: int, r: Replica, rest: list[Replica],
+    ) -> tuple[tuple[ObjectInfo, AsyncIterator[bytes]], Replica]:
+        """``r.stat_read``, hedged on the next replica after ``hedge_after`` (see ``_first``)."""
+        if self.hedge_after <= 0 or not rest:
+            return await r.origin.stat_read(key, start, end), r
+        loop = asyncio.get_running_loop()
+        tasks: dict[asyncio.Task, Replica] = {loop.create_task(r.origin.stat_read(key, start, end)): r}
+        try:
+            done, _ = await asyncio.wait(set(tasks), timeout=self.hedge_after)
+            if not done:
+                h = rest[0]
+                h.stats.requests += 1
+                h.stats.hedges += 1
+                log.info("hedging %r: %r is slow, asking %r too", key, r.name, h.name)
+                tasks[loop.create_task(h.origin.stat_read(key, start, end))] = h
+            pending = set(tasks)
+            error: BaseException | None = None
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for d in done:
+                    if d.exception() is None:
+                        winner = tasks.pop(d)
+                        return d.result(), winner
+                    error = d.exception()
+                    if tasks[d] is not r and isinstance(error, OriginError) \
+                            and not isinstance(error, (NotFound, ValidatorMismatch)):
+                        self._failed(tasks[d], error)
+            assert error is not None
+            raise error
+        finally:
+            for task in tasks:            # the losers: cancel, and close what they opened
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    with contextlib.suppress(Exception):
+                        await task.result()[1].aclose()  # type: ignore[attr-defined]
+
+    async def _resume(self, key: str, info: ObjectInfo, start: int, end: int,
+                      it: AsyncIterator[bytes], r: Replica) -> AsyncIterator[bytes]:
+        """Yield ``it`` (bytes from ``start`` on); on failure, continue through ``read``."""
+        loop = asyncio.get_running_loop()
+        pos = start
+        try:
+            while pos < end:
+                async with asyncio.timeout_at(loop.time() + self.deadline):
+                    chunk = await it.__anext__()
+                pos += len(chunk)
+                r.stats.bytes += len(chunk)
+                yield chunk
+            return
+        except StopAsyncIteration:
+            self._failed(r, OriginError(r.name, f"short read of {key!r}"))
+        except (OriginError, TimeoutError) as exc:
+            if isinstance(exc, ValidatorMismatch):
+                raise
+            self._failed(r, exc if isinstance(exc, OriginError) else OriginError(r.name, "stalled"))
+        finally:
+            with contextlib.suppress(Exception):
+                await it.aclose()  # type: ignore[attr-defined]
+        r.stats.failovers_from += 1
+        async for chunk in self._read(key, info, pos, end, avoid=r):
+            yield chunk
+
+    def read(self, key: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        return self._read(key, info, start, end)
+
+    async def _read(self, key: str, info: ObjectInfo, start: int, end: int,
+                    avoid: Replica | None = None) -> AsyncIterator[bytes]:
+        """``read``; ``avoid`` (a replica that just failed) goes last in the first round."""
         loop = asyncio.get_running_loop()
         pos = start
         last: OriginError | None = None
@@ -187,6 +300,9 @@ class OriginPool(Origin):
                     break
                 await asyncio.sleep(pause)
             order = [x for x in self.order() if x not in skip]
+            if avoid is not None and round_ == 0 and avoid in order:
+                order.remove(avoid)
+                order.append(avoid)
             if not order:
                 break
             i = 0

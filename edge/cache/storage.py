@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,15 @@ log = logging.getLogger("edge.cache")
 
 EXTRA_EVICTION_TRIES = 4   # bounded retries when the arena is fragmented
 NEGATIVE_TTL = 2.0         # seconds a "not found" is remembered
+
+
+async def _aclose(it: AsyncIterator[bytes]) -> None:
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:   # closing a broken response: nothing left to learn from it
+            pass
 
 
 class FillError(Exception):
@@ -153,8 +162,14 @@ class Storage:
         """The cached metadata of ``key``, or None (no I/O)."""
         return self._meta.get(key)
 
-    async def meta(self, key: str) -> ObjectMeta:
-        """Metadata of ``key``, asking the origin at most once at a time. Raises NotFound/OriginError."""
+    async def meta(self, key: str, first_block: int | None = None) -> ObjectMeta:
+        """Metadata of ``key``, asking the origin at most once at a time. Raises NotFound/OriginError.
+
+        ``first_block``: the block the caller will read first. For an object never seen
+        before, the origin is then asked for metadata and that block in one request
+        (``stat_read``), and the block's fill starts from that response: one round-trip to
+        the first byte instead of two.
+        """
         m = self._meta.get(key)
         if m is not None:
             return m
@@ -167,8 +182,13 @@ class Storage:
         self._meta_inflight[key] = fut
         try:
             self.counters.meta_lookups += 1
+            first: AsyncIterator[bytes] | None = None
             try:
-                info = await self.origin.stat(key)
+                if first_block is not None and key not in self._stale:
+                    start = first_block * self.block_size
+                    info, first = await self.origin.stat_read(key, start, start + self.block_size)
+                else:
+                    info = await self.origin.stat(key)
             except NotFound:
                 self._stale.pop(key, None)
                 raise
@@ -184,6 +204,8 @@ class Storage:
             m = old if old is not None and old.info == info else ObjectMeta(key, info, self.block_size)
             self._meta[key] = m
             self._stale[key] = m
+            if first is not None:
+                self._adopt_first(m, first_block, first)   # type: ignore[arg-type]
             fut.set_result(m)
             return m
         except BaseException as exc:
@@ -194,6 +216,22 @@ class Storage:
             raise
         finally:
             del self._meta_inflight[key]
+
+    def _adopt_first(self, meta: ObjectMeta, idx: int, first: AsyncIterator[bytes]) -> None:
+        """Fill block ``idx`` from an already open origin response (see ``meta``)."""
+        bk = (meta.oid, idx)
+        if idx >= meta.nblocks or bk in self._index or bk in self._transient:
+            self._spawn(_aclose(first))          # not needed after all: let it go
+            return
+        if self.policy.access(bk):
+            self.policy.remove(bk)
+        self.counters.block_misses += 1
+        self.release(self._start_fill(meta, idx, bk, source=first))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def forget(self, key: str) -> None:
         """Drop the metadata of ``key`` so the next request asks the origin again."""
@@ -313,7 +351,8 @@ class Storage:
             self.counters.evictions += 1
             self.arena.free(b.off)   # deferred by the arena while pinned
 
-    def _start_fill(self, meta: ObjectMeta, idx: int, bk: tuple) -> Block:
+    def _start_fill(self, meta: ObjectMeta, idx: int, bk: tuple,
+                    source: AsyncIterator[bytes] | None = None) -> Block:
         length = meta.block_len(idx)
         arena, policy = self.arena, self.policy
         weight = arena.chunk_size(arena.class_for(length))
@@ -346,9 +385,7 @@ class Storage:
             self._transient[bk] = block
             self.counters.transient_fills += 1
         self.counters.fills += 1
-        task = asyncio.get_running_loop().create_task(self._fill(meta, idx, block))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._fill(meta, idx, block, source))
         return block
 
     @staticmethod
@@ -358,7 +395,8 @@ class Storage:
             if not f.done():
                 f.set_result(None)
 
-    async def _fill(self, meta: ObjectMeta, idx: int, block: Block) -> None:
+    async def _fill(self, meta: ObjectMeta, idx: int, block: Block,
+                    source: AsyncIterator[bytes] | None = None) -> None:
         start = idx * self.block_size
         end = start + block.length
         view: memoryview | None = None
@@ -372,7 +410,9 @@ class Storage:
                 view = (self.arena.view(block.off, block.length) if block.off >= 0
                         else memoryview(block.buf))   # type: ignore[arg-type]
                 pos = 0
-                async for chunk in self.origin.read(meta.key, meta.info, start, end):
+                if source is None:
+                    source = self.origin.read(meta.key, meta.info, start, end)
+                async for chunk in source:
                     n = len(chunk)
                     if pos + n > block.length:
                         raise OriginError(self.origin.name, f"over-long read of {meta.key!r}")
@@ -396,6 +436,8 @@ class Storage:
             if not isinstance(exc, Exception):
                 raise
         finally:
+            if source is not None:
+                await _aclose(source)
             if view is not None:
                 view.release()
             self._transient.pop(block.key, None)

@@ -551,3 +551,55 @@ def test_errors_release_the_connection():
                 await collect(origin, "blob", info2, 0, 10)
         assert await asyncio.wait_for(collect(origin, "blob", info, 0, 10), 3) == DATA[:10]
     run(t, max_connections=1)
+
+
+# -- stat_read: metadata and the first block in one request ----------------------------------
+
+def test_stat_read_one_request_for_info_and_bytes():
+    async def test(store: Store, origin: HTTPOrigin) -> None:
+        info, it = await origin.stat_read("blob", 1 << 20, 2 << 20)
+        assert info.size == len(DATA) and info.etag == b'"v1"' and info.last_modified == LM
+        assert b"".join([c async for c in it]) == DATA[1 << 20:2 << 20]
+        assert [r.method for r in store.requests] == ["GET"]
+        assert "If-Match" not in store.requests[0].headers
+        # the last, short block: clamped to the object
+        info, it = await origin.stat_read("blob", 3 << 20, 4 << 20)
+        assert b"".join([c async for c in it]) == DATA[3 << 20:]
+    run(test)
+
+
+def test_stat_read_small_object_and_past_the_end():
+    async def test(store: Store, origin: HTTPOrigin) -> None:
+        info, it = await origin.stat_read("small", 0, 1 << 20)
+        assert info.size == 10 and b"".join([c async for c in it]) == b"0123456789"
+        store.requests.clear()
+        info, it = await origin.stat_read("small", 1 << 20, 2 << 20)   # 416: falls back to HEAD
+        assert info.size == 10 and [c async for c in it] == []
+        assert [r.method for r in store.requests] == ["GET", "HEAD"]
+    run(test, objects={"small": Obj(b"0123456789")})
+
+
+def test_stat_read_origin_ignoring_range_reads_only_what_it_needs():
+    async def ignore_range(request: web.Request) -> web.StreamResponse | None:
+        return web.Response(status=200, body=DATA, headers={"ETag": '"v1"'})
+
+    async def test(store: Store, origin: HTTPOrigin) -> None:
+        store.override = ignore_range
+        info, it = await origin.stat_read("blob", 0, 1 << 20)
+        assert info.size == len(DATA)
+        assert b"".join([c async for c in it]) == DATA[:1 << 20]
+    run(test)
+
+
+def test_stat_read_missing_and_refused():
+    async def test(store: Store, origin: HTTPOrigin) -> None:
+        with pytest.raises(NotFound):
+            await origin.stat_read("nope", 0, 100)
+        store.override = lambda r: _respond(403)
+        with pytest.raises(OriginRefused):
+            await origin.stat_read("blob", 0, 100)
+    run(test)
+
+
+async def _respond(status: int) -> web.StreamResponse:
+    return web.Response(status=status)

@@ -228,3 +228,38 @@ def test_consumer_closing_early_closes_the_replica_read():
 
     run(main())
     assert a.closed_early == 1
+
+
+def test_stat_read_fails_over_for_the_rest_of_the_block():
+    a, b = Replica("a"), Replica("b")
+    a.fail_after = 64_000
+    pool = OriginPool([a, b], backoff=0.001)
+
+    async def main():
+        info, it = await pool.stat_read("k", 10, 200_000)
+        assert info.etag == b'"v1"'
+        return b"".join([c async for c in it])
+
+    assert run(main()) == DATA[10:200_000]
+    assert a.reads == [(10, 200_000)] and b.reads[0][0] == 10 + 65_536
+    assert pool.replicas[0].stats.failovers_from == 1
+
+
+def test_stat_read_is_hedged():
+    a, b = Replica("a"), Replica("b")
+    pool = OriginPool([a, b], hedge_after=0.05)
+    slow = asyncio.Event()
+
+    async def slow_stat(key):
+        await slow.wait()
+        return INFO
+
+    a.stat = slow_stat
+
+    async def main():
+        info, it = await pool.stat_read("k", 0, 1000)
+        return b"".join([c async for c in it])
+
+    t0 = time.monotonic()
+    assert run(main()) == DATA[:1000]
+    assert time.monotonic() - t0 < 1.0 and pool.replicas[1].stats.hedges == 1

@@ -335,3 +335,29 @@ def test_prefetch_starts_fills_without_leaking_pins(make):
         assert await read_all(st, "k", BS, 4 * BS) == DATA[BS:4 * BS]
         assert len(origin.reads) == 3                 # the reader found them cached
     run(main())
+
+
+def test_cold_object_costs_one_origin_request_to_first_byte(make):
+    """Metadata and the first block come from one stat_read; refreshes are plain stats."""
+    st, origin, _ = make({"k": DATA}, meta_ttl=0.05)
+    calls = []
+    real_read = origin.read
+
+    async def stat_read(key, start, end):
+        calls.append(("stat_read", start))
+        info = origin.info(key)
+        return info, real_read(key, info, start, min(end, info.size))
+
+    origin.stat_read = stat_read
+
+    async def main():
+        meta = await st.meta("k", first_block=2)
+        assert calls == [("stat_read", 2 * BS)] and origin.stats == 0
+        assert await read_all(st, "k", 2 * BS, 3 * BS) == DATA[2 * BS:3 * BS]
+        assert origin.reads == [("k", 2 * BS, 3 * BS)]        # the block came from that request
+        await st.settle()
+        assert st.is_cached(meta, 2 * BS, 3 * BS) is True
+        await asyncio.sleep(0.1)                             # metadata expires: a plain stat now
+        await st.meta("k", first_block=0)
+        assert calls == [("stat_read", 2 * BS)] and origin.stats == 1
+    run(main())
