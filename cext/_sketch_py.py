@@ -36,7 +36,8 @@ class CountMinSketch:
 
     __slots__ = ("_mask", "_salt", "_samples", "_table", "_view", "depth", "sample_size", "width")
 
-    def __init__(self, width: int, depth: int = 4, *, seed: int = 0) -> None:
+    def __init__(self, width: int, depth: int = 4, *, seed: int = 0,
+                 sample_size: int | None = None) -> None:
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
         if not 1 <= depth <= MAX_DEPTH:
@@ -45,7 +46,9 @@ class CountMinSketch:
             raise ValueError(f"width too large: {width}")
         self.width = _pow2_at_least(width)
         self.depth = depth
-        self.sample_size = 10 * self.width
+        if sample_size is not None and sample_size < 1:
+            raise ValueError(f"sample_size must be >= 1, got {sample_size}")
+        self.sample_size = 10 * self.width if sample_size is None else sample_size
         self._mask = self.width - 1
         self._salt = _seed_salt(seed)
         self._samples = 0

@@ -10,7 +10,7 @@ cdef class CountMinSketch:
     cdef uint64_t mask                # width - 1: a column is (hash & mask)
     cdef uint64_t salt                # seed-derived constant added to the key hash before mixing
     cdef int64_t _samples             # increments counted since the last aging (the `samples` property)
-    cdef readonly int64_t sample_size # 10 * width: the aging period; reaching it halves every counter
+    cdef readonly int64_t sample_size # the aging period (default 10 * width); reaching it halves every counter
 
     cdef bint _increment(self, uint64_t h) noexcept   # True if this increment triggered an aging
     cdef int _estimate(self, uint64_t h) noexcept

@@ -8,7 +8,8 @@ and mixed with splitmix64's finalizer; the mixed value ``x`` yields one column p
 hashing: ``col_i = (x + i * ((x >> 32) | 1)) & (width - 1)``. ``increment`` bumps the key's counter
 in every row (a saturated counter stays at 15); ``estimate`` is the minimum over the rows, so it
 never under-counts below saturation. An increment that bumped at least one counter is a sample
-(as in Caffeine's FrequencySketch); when ``samples`` reaches ``sample_size = 10 * width`` every
+(as in Caffeine's FrequencySketch); when ``samples`` reaches ``sample_size`` (default
+``10 * width``; TinyLFU passes ten times its expected entries) every
 counter is halved ("aging", ``reset()``), so the sketch forgets old popularity, and ``samples``
 becomes ``(samples - odd // depth) // 2`` where ``odd`` counts the counters that lost a half to
 truncation.
@@ -60,7 +61,7 @@ cdef inline uint64_t pow2_at_least(uint64_t n) noexcept nogil:
 cdef class CountMinSketch:
     """Count-min sketch of ``depth`` rows x ``width`` 4-bit counters with periodic halving."""
 
-    def __cinit__(self, width, depth=4, *, seed=0):
+    def __cinit__(self, width, depth=4, *, seed=0, sample_size=None):
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
         if not 1 <= depth <= MAX_DEPTH:
@@ -71,7 +72,12 @@ cdef class CountMinSketch:
         self.depth = depth
         self.mask = self.width - 1
         self.salt = seed_salt(seed)
-        self.sample_size = 10 * <int64_t>self.width
+        if sample_size is None:
+            self.sample_size = 10 * <int64_t>self.width
+        elif sample_size < 1:
+            raise ValueError(f"sample_size must be >= 1, got {sample_size}")
+        else:
+            self.sample_size = sample_size
         self._samples = 0
         self.nwords = <Py_ssize_t>((self.width * <uint64_t>depth + 15) // 16)
         self.table = <uint64_t*>calloc(self.nwords, sizeof(uint64_t))

@@ -10,6 +10,7 @@ import os
 import sys
 
 from edge import config as cfg
+from edge.sim_cli import add_subcommands
 
 SERVE_EPILOG = """\
 With no --config, the embedded default (configs/edge.toml) is used: it serves the directory
@@ -47,8 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", metavar="N", type=int, help="worker processes (server.workers)")
     s.add_argument("--arena-path", metavar="PATH",
                    help="arena file, 'auto' (/dev/shm/edge-PORT.arena) or 'anonymous' (cache.arena_path)")
-    s.add_argument("--eviction", metavar="POLICY", help="eviction policy: wtinylfu (default), lfu, lru")
+    s.add_argument("--eviction", metavar="POLICY",
+                   help="eviction policy: wtinylfu (default, adaptive window), wtinylfu-static, lfu, lru")
     s.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (log.level)")
+    add_subcommands(sub)
     return p
 
 
@@ -111,6 +114,8 @@ def _check_origins(conf: cfg.Config, *, embedded: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "handler"):
+        return args.handler(args)
     if args.command == "serve":
         return _serve(args)
     parser.print_help()

@@ -141,7 +141,7 @@ class Storage:
         self.arena = arena
         self.origin = origin
         self.block_size = block_size
-        self.policy = make_policy(policy, arena.size, evictable=self._evictable)
+        self.policy = make_policy(policy, arena.size, evictable=self._evictable, block_size=block_size)
         self.counters = Counters()
         self._index: dict[tuple, Block] = {}
         self._transient: dict[tuple, Block] = {}

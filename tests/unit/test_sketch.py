@@ -129,3 +129,14 @@ def test_twins_agree_bit_for_bit():
                 dp.clear()
         probe = [hash((4, i)) for i in range(500)]
         assert [sc.estimate(h) for h in probe] == [sp.estimate(h) for h in probe]
+
+
+def test_sample_size_can_be_set(twin):
+    CMS = twin("sketch").CountMinSketch
+    sk = CMS(64, 4, sample_size=3)
+    assert (sk.width, sk.sample_size) == (64, 3)
+    for _ in range(3):
+        sk.increment(9)           # the 3rd sample ages: 3 -> 1, samples (3 - 4 // 4) // 2 = 1
+    assert (sk.estimate(9), sk.samples) == (1, 1)
+    with pytest.raises(ValueError):
+        CMS(64, sample_size=0)

@@ -1,0 +1,273 @@
+"""Miss-ratio curves by SHARDS-style spatial sampling and miniature simulations.
+
+Theory of operation (Waldspurger et al., "Efficient MRC Construction with SHARDS", FAST '15,
+and "Cache Modeling and Optimization using Miniature Simulations", ATC '17): a block is in
+the sample when the top 24 bits of its hash are below ``rate * 2**24``, so a block is always
+in or always out, and the sample keeps every access of about ``rate`` of the blocks. For each
+cache size ``S`` of the curve a *miniature* cache of ``S * rate`` bytes runs the real policy
+(``make_policy``, the same code as the server) over the sampled accesses only; its block and
+byte hit ratios estimate those of the full cache at ``S``. The sampled footprint rarely is
+exactly ``rate`` of the whole, so the batch path scales the miniatures by the measured
+fraction of footprint bytes instead of ``rate`` (the SHARDS adjustment, in bytes), and
+estimates the *misses* from the sample (scaled by the sampled share of distinct blocks and of
+their bytes), deriving the hit ratios from the full trace's exact totals: misses come from the
+long tail of cold blocks and scale smoothly, whereas the sampled hit ratio swings with whether
+the few hottest blocks happen to be sampled.
+
+The block hash is ``mix64(xxh64(object key) + index * golden)``: stable across processes and
+runs, so the server can sample its live traffic the same way (``ShardsMRC.offer``) and
+``edge mrc`` can replay an access log. Miniatures smaller than ``MIN_BLOCKS`` blocks are
+unreliable and reported as such (``reliable`` false).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from .registry import make_policy
+from .traces import BlockTrace, Trace
+
+GOLDEN = 0x9E3779B97F4A7C15
+SAMPLE_BITS = 24
+MIN_SAMPLED_ACCESSES = 100_000
+"""``auto_rate`` raises the sampling rate until about this many accesses are sampled."""
+MIN_BLOCKS = 32
+"""A miniature holding fewer blocks than this is flagged unreliable."""
+DAY = 86400.0
+
+
+def key_hash(key: str) -> int:
+    """The 64-bit hash of an object key (xxh64, seed 0)."""
+    return xxhash.xxh64_intdigest(key.encode())
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def block_hash(key: str, index: int) -> int:
+    """The sampling hash of block ``index`` of object ``key`` (what the server would use)."""
+    z = np.asarray([(key_hash(key) + index * GOLDEN) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
+    return int(_mix64(z)[0])
+
+
+def block_hashes(trace: Trace, bt: BlockTrace) -> np.ndarray:
+    """The sampling hash of every block access of ``bt`` (expanded from ``trace``)."""
+    n_obj = int(trace.obj.max()) + 1 if len(trace.obj) else 0
+    oh = np.fromiter((key_hash(trace.name(o)) for o in range(n_obj)), dtype=np.uint64, count=n_obj)
+    with np.errstate(over="ignore"):
+        z = oh[bt.obj] + bt.index.astype(np.uint64) * np.uint64(GOLDEN)
+        return _mix64(z)
+
+
+def threshold(rate: float) -> int:
+    """Hashes whose top ``SAMPLE_BITS`` bits are below this are sampled."""
+    if not 0 < rate <= 1:
+        raise ValueError(f"sample rate must be in (0, 1], got {rate}")
+    return int(round(rate * (1 << SAMPLE_BITS)))
+
+
+def sample_mask(hashes: np.ndarray, rate: float) -> np.ndarray:
+    """Which accesses SHARDS keeps at ``rate``."""
+    return (hashes >> np.uint64(64 - SAMPLE_BITS)) < np.uint64(threshold(rate))
+
+
+def auto_rate(n_accesses: int, rate: float) -> float:
+    """``rate``, raised so that about ``MIN_SAMPLED_ACCESSES`` accesses are sampled."""
+    if n_accesses <= 0:
+        return 1.0
+    return min(1.0, max(rate, MIN_SAMPLED_ACCESSES / n_accesses))
+
+
+def default_sizes(footprint: int, points: int = 16, lo: float = 0.001, hi: float = 1.0) -> list[int]:
+    """``points`` cache sizes from ``lo`` to ``hi`` of the footprint, log-spaced."""
+    if footprint <= 0:
+        return []
+    shares = np.geomspace(lo, hi, points)
+    return sorted({max(1, int(footprint * s)) for s in shares})
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of the curve, estimated from the sample and scaled to the full cache."""
+
+    cache_size: int
+    hit_ratio: float            # block hit ratio
+    byte_hit_ratio: float
+    origin_bytes: float         # bytes fetched from the origin over the trace (estimated)
+    origin_bytes_per_day: float | None   # None when the trace has no duration
+    reliable: bool              # the miniature held at least MIN_BLOCKS blocks
+
+    @property
+    def miss_ratio(self) -> float:
+        return 1.0 - self.hit_ratio
+
+    @property
+    def byte_miss_ratio(self) -> float:
+        return 1.0 - self.byte_hit_ratio
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(miss_ratio=self.miss_ratio, byte_miss_ratio=self.byte_miss_ratio)
+        return d
+
+
+class ShardsMRC:
+    """Miniature caches at several sizes, fed the sampled block accesses one at a time.
+
+    Sans-IO: ``offer`` takes the time as an argument. ``scale`` is the sampled share of the
+    traffic (``rate`` unless the caller measured better).
+    """
+
+    def __init__(self, policy: str, sizes: Sequence[int], rate: float, *, block_size: int,
+                 scale: float | None = None) -> None:
+        self.policy = policy
+        self.sizes = list(sizes)
+        self.rate = rate
+        self.scale = scale if scale is not None else rate
+        self.block_size = block_size
+        self.limit = threshold(rate)
+        self._caches = [make_policy(policy, max(1, int(s * self.scale)), block_size=block_size)
+                        for s in self.sizes]
+        self._hits = [0] * len(self.sizes)
+        self._hit_bytes = [0] * len(self.sizes)
+        self.accesses = 0
+        self.bytes = 0
+        self.first_time: float | None = None
+        self.last_time: float | None = None
+
+    def sampled(self, h: int) -> bool:
+        """Is the block with hash ``h`` in the sample?"""
+        return (h >> (64 - SAMPLE_BITS)) < self.limit
+
+    def offer(self, h: int, key: Hashable, weight: int, now: float | None = None) -> None:
+        """One block access (hash ``h``, cache key, bytes); ignored unless sampled."""
+        if (h >> (64 - SAMPLE_BITS)) >= self.limit:
+            return
+        self.add(key, weight, now)
+
+    def add(self, key: Hashable, weight: int, now: float | None = None) -> None:
+        """One sampled block access."""
+        self.accesses += 1
+        self.bytes += weight
+        if now is not None:
+            if self.first_time is None:
+                self.first_time = now
+            self.last_time = now
+        hits, hit_bytes = self._hits, self._hit_bytes
+        for i, p in enumerate(self._caches):
+            if p.access(key):
+                hits[i] += 1
+                hit_bytes[i] += weight
+            else:
+                p.admit(key, weight)
+
+    def points(self, duration: float | None = None, *, totals: tuple[int, int] | None = None,
+               block_scale: float | None = None) -> list[Point]:
+        """The curve so far; ``duration`` (seconds) defaults to the span of the times offered.
+
+        With ``totals`` (the full traffic's block accesses and bytes, known when replaying a
+        whole trace) the misses are estimated from the sample, scaled by ``block_scale`` (the
+        sampled share of distinct blocks) and ``scale`` (of their bytes), and the hit ratios
+        derived from the exact totals: misses come from the long tail of cold blocks and scale
+        smoothly, while hits hinge on whether the few hottest blocks fell in the sample.
+        """
+        if duration is None and self.first_time is not None and self.last_time is not None:
+            duration = self.last_time - self.first_time
+        out = []
+        for size, p, h, hb in zip(self.sizes, self._caches, self._hits, self._hit_bytes, strict=True):
+            origin = (self.bytes - hb) / self.scale
+            if totals is not None and totals[0] and totals[1]:
+                misses = (self.accesses - h) / (block_scale or self.scale)
+                hr = min(1.0, max(0.0, 1.0 - misses / totals[0]))
+                bhr = min(1.0, max(0.0, 1.0 - origin / totals[1]))
+            else:
+                hr = h / self.accesses if self.accesses else 0.0
+                bhr = hb / self.bytes if self.bytes else 0.0
+            per_day = origin * DAY / duration if duration else None
+            out.append(Point(size, hr, bhr, origin, per_day,
+                             reliable=p.capacity >= MIN_BLOCKS * self.block_size))
+        return out
+
+
+@dataclass
+class Curve:
+    """A miss-ratio curve and how it was made."""
+
+    policy: str
+    points: list[Point]
+    rate: float                 # the sampling rate used
+    scale: float                # sampled share of the footprint bytes (miniature scale)
+    sampled_accesses: int
+    accesses: int
+    footprint: int
+    duration: float
+    block_size: int
+    seconds: float = 0.0
+
+
+def curve(trace: Trace, bt: BlockTrace, *, policy: str, sizes: Sequence[int], rate: float,
+          hashes: np.ndarray | None = None, clock: Callable[[], float] | None = None) -> Curve:
+    """The MRC of ``policy`` over ``bt`` at ``sizes``, from a SHARDS sample at ``rate``.
+
+    ``clock`` (e.g. ``time.perf_counter``) times the run; nothing here reads a clock itself.
+    """
+    t0 = clock() if clock else 0.0
+    if hashes is None:
+        hashes = block_hashes(trace, bt)
+    if rate >= 1.0:
+        sample = bt
+        scale = block_scale = 1.0
+    else:
+        sample = bt.select(sample_mask(hashes, rate))
+        scale = sample.footprint / bt.footprint if bt.footprint else rate
+        block_scale = sample.n_unique / bt.n_unique if bt.n_unique else rate
+        if scale <= 0 or block_scale <= 0:
+            scale = block_scale = rate
+    m = ShardsMRC(policy, sizes, rate, block_size=bt.block_size, scale=scale)
+    add = m.add
+    for k, w in zip(sample.key.tolist(), sample.weight.tolist(), strict=True):
+        add(k, w)
+    pts = m.points(bt.duration or None, totals=(len(bt), int(bt.weight.sum())),
+                   block_scale=block_scale)
+    return Curve(policy, pts, rate, scale, len(sample), len(bt), bt.footprint, bt.duration,
+                 bt.block_size, clock() - t0 if clock else 0.0)
+
+
+def plot(c: Curve, path: str, *, marker: int | None = None, title: str = "") -> None:
+    """Save the curve as a PNG: hit ratios and origin bytes per day against cache size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = np.array([p.cache_size for p in c.points], dtype=np.float64) / 2**30
+    fig, (ax1, ax2) = plt.subplots(2, 1, sharex=True, figsize=(8, 7))
+    ax1.plot(xs, [p.hit_ratio for p in c.points], "o-", label="block hit ratio")
+    ax1.plot(xs, [p.byte_hit_ratio for p in c.points], "s-", label="byte hit ratio")
+    ax1.set_ylabel("hit ratio")
+    ax1.set_ylim(0, 1)
+    ax1.grid(True, which="both", alpha=0.3)
+    per_day = c.duration > 0
+    ys = [(p.origin_bytes_per_day if per_day else p.origin_bytes) or 0.0 for p in c.points]
+    ax2.plot(xs, np.array(ys) / 2**30, "o-", color="tab:red")
+    ax2.set_ylabel("origin GiB per day" if per_day else "origin GiB (whole trace)")
+    ax2.set_xlabel("cache size (GiB)")
+    ax2.set_xscale("log")
+    ax2.grid(True, which="both", alpha=0.3)
+    if marker:
+        for ax in (ax1, ax2):
+            ax.axvline(marker / 2**30, color="k", linestyle="--", linewidth=1)
+        ax1.annotate(f"configured {marker / 2**30:.3g} GiB", (marker / 2**30, 0.95),
+                     textcoords="offset points", xytext=(4, -10), fontsize=9)
+    ax1.legend(loc="lower right")
+    fig.suptitle(title or f"{c.policy}: miss-ratio curve (SHARDS rate {c.rate:.3g})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
