@@ -75,7 +75,12 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from edge.server.app import configure_logging, serve
 
-    configure_logging(conf.log_level)
+    try:
+        configure_logging(conf.log_level, conf.log_file)
+    except OSError as exc:
+        print(f"edge: config error: log.file: cannot open {conf.log_file!r}: {exc.strerror}",
+              file=sys.stderr)
+        return 2
     try:
         return serve(conf)
     except OSError as exc:

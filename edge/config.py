@@ -61,6 +61,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "log": {
         "level": "info",
+        "file": "",
+        "access": "",
     },
 }
 DEFAULT_ORIGINS: list[dict[str, str]] = [{"name": "local", "url": "./origin"}]
@@ -214,6 +216,8 @@ class Config:
     origins: tuple[OriginSpec, ...]
     pool: PoolSpec
     log_level: str
+    log_file: str
+    access_log: str
     source: str = "<defaults>"
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -376,6 +380,8 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         origins=tuple(specs),
         pool=pool,
         log_level=level,
+        log_file=_str(merged["log"]["file"], "log.file"),
+        access_log=_str(merged["log"]["access"], "log.access"),
         source=source,
         raw=raw,
     )

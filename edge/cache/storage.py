@@ -118,6 +118,7 @@ class Counters:
     meta_lookups: int = 0
     stale_meta: int = 0
     prefetches: int = 0
+    purges: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -232,6 +233,31 @@ class Storage:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def purge(self, key: str) -> int:
+        """Drop ``key``'s metadata and every cached block of its known versions.
+
+        The next request asks the origin afresh. Blocks being sent stay valid for their
+        readers (the arena frees them on the last unpin). Returns the blocks dropped.
+        """
+        metas = {m for m in (self._meta.get(key), self._stale.get(key)) if m is not None}
+        self.forget(key)
+        dropped = 0
+        for m in metas:
+            for idx in range(m.nblocks):
+                bk = (m.oid, idx)
+                b = self._index.pop(bk, None)
+                if b is not None:
+                    self.policy.remove(bk)
+                    self.arena.free(b.off)
+                    dropped += 1
+        self.counters.purges += 1
+        return dropped
+
+    def purge_prefix(self, prefix: str) -> tuple[int, int]:
+        """``purge`` every object whose key starts with ``prefix``; (objects, blocks) dropped."""
+        keys = {k for k in list(self._stale.keys()) + list(self._meta.keys()) if k.startswith(prefix)}
+        return len(keys), sum(self.purge(k) for k in keys)
 
     def forget(self, key: str) -> None:
         """Drop the metadata of ``key`` so the next request asks the origin again."""

@@ -361,3 +361,27 @@ def test_cold_object_costs_one_origin_request_to_first_byte(make):
         await st.meta("k", first_block=0)
         assert calls == [("stat_read", 2 * BS)] and origin.stats == 1
     run(main())
+
+
+def test_purge_drops_metadata_and_blocks(make):
+    st, origin, arena = make({"a/1": DATA, "a/2": DATA[:BS], "b": DATA[:10]})
+
+    async def main():
+        for k in ("a/1", "a/2", "b"):
+            await read_all(st, k)
+        await st.settle()
+        meta = st.meta_cached("a/1")
+        pinned = st.pin_ready(meta, 0)
+        assert st.purge("a/1") == 6                       # 5 full blocks + the tail
+        assert st.meta_cached("a/1") is None and st.is_cached(meta, 0, len(DATA)) is False
+        assert bytes(st.view(pinned, 0, 5)) == DATA[:5]   # a reader keeps its bytes...
+        st.release(pinned)                                # ...until it lets go
+        assert st.purge_prefix("a/") == (1, 1)
+        assert st.meta_cached("b") is not None
+        reads = len(origin.reads)
+        stats = origin.stats
+        assert await read_all(st, "a/1", 0, 100) == DATA[:100]
+        assert origin.stats == stats + 1 and len(origin.reads) == reads + 1   # fetched fresh
+        await st.settle()
+        assert arena.stats()["pinned_chunks"] == 0
+    run(main())
