@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--eviction", metavar="POLICY",
                    help="eviction policy: wtinylfu (default, adaptive window), wtinylfu-static, lfu, lru")
     s.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error (log.level)")
+    s.add_argument("--admin-listen", metavar="HOST:PORT",
+                   help="admin API address, e.g. 127.0.0.1:9090 (admin.listen; default off)")
+    s.add_argument("--admin-token", metavar="TOKEN",
+                   help="bearer token of the admin API (admin.token; or EDGE_ADMIN_TOKEN)")
     add_subcommands(sub)
     return p
 
@@ -64,6 +68,8 @@ def _serve(args: argparse.Namespace) -> int:
         "cache.arena_path": args.arena_path,
         "cache.eviction": args.eviction,
         "log.level": args.log_level,
+        "admin.listen": args.admin_listen,
+        "admin.token": args.admin_token,
         "origins": args.origin,
     }
     try:
@@ -100,20 +106,8 @@ def _make_state_dir(conf: cfg.Config) -> None:
 
 def _check_origins(conf: cfg.Config, *, embedded: bool) -> None:
     """Local-directory origins must exist; the embedded default creates its ./origin."""
-    from origin_clients import parse_origin_url
-
-    for i, o in enumerate(conf.origins):
-        scheme, location = parse_origin_url(o.url)
-        if scheme != "file":
-            continue
-        path = os.path.expanduser(location)
-        if not os.path.isdir(path):
-            if embedded:
-                os.makedirs(path, exist_ok=True)
-                print(f"edge: created the empty origin directory {os.path.abspath(path)}: "
-                      "put files there", file=sys.stderr)
-            else:
-                raise cfg.ConfigError(f"origins[{i}].url: directory {location!r} does not exist")
+    for path in cfg.check_origin_dirs(conf, create=embedded):
+        print(f"edge: created the empty origin directory {path}: put files there", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

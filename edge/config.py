@@ -59,6 +59,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "probe_key": "",
         "hedge_after": "off",
     },
+    "admin": {
+        "listen": "",
+        "token": "",
+    },
     "log": {
         "level": "info",
         "file": "",
@@ -218,8 +222,11 @@ class Config:
     log_level: str
     log_file: str
     access_log: str
+    admin_listen: tuple[str, int] | None
+    admin_token: str
     source: str = "<defaults>"
     raw: dict = field(default_factory=dict, compare=False, repr=False)
+    overrides: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def listen_str(self) -> str:
@@ -382,8 +389,12 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         log_level=level,
         log_file=_str(merged["log"]["file"], "log.file"),
         access_log=_str(merged["log"]["access"], "log.access"),
+        admin_listen=(parse_listen(merged["admin"]["listen"], "admin.listen")
+                      if merged["admin"]["listen"] else None),
+        admin_token=_str(merged["admin"]["token"], "admin.token"),
         source=source,
         raw=raw,
+        overrides=dict(overrides or {}),
     )
 
 
@@ -416,3 +427,21 @@ def load(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from None
     return build(raw, source=source, overrides=overrides)
+
+
+def check_origin_dirs(conf: Config, *, create: bool = False) -> list[str]:
+    """Local-directory origins must exist (``create``: make them). Returns those created."""
+    from origin_clients import parse_origin_url
+
+    created = []
+    for i, o in enumerate(conf.origins):
+        scheme, location = parse_origin_url(o.url)
+        if scheme != "file":
+            continue
+        path = os.path.expanduser(location)
+        if not os.path.isdir(path):
+            if not create:
+                raise ConfigError(f"origins[{i}].url: directory {location!r} does not exist")
+            os.makedirs(path, exist_ok=True)
+            created.append(os.path.abspath(path))
+    return created

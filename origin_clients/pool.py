@@ -29,6 +29,7 @@ replica out of rotation is still tried, last, when nothing else is left.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import random
@@ -40,6 +41,9 @@ from .base import NotFound, ObjectInfo, Origin, OriginError, OriginTimeout, Vali
 
 log = logging.getLogger("edge.origin")
 
+# Upper bounds (seconds) of the origin latency histogram buckets.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 
 @dataclass
 class ReplicaStats:
@@ -50,7 +54,10 @@ class ReplicaStats:
     bytes: int = 0
     failovers_from: int = 0      # reads this replica started and another finished
     hedges: int = 0              # hedged requests sent to this replica
-    latency: list[float] = field(default_factory=list)   # recent time-to-first-byte samples
+    # time to first byte, as a histogram over LATENCY_BUCKETS (last slot: above them all)
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+    latency_count: int = 0
 
 
 async def _next(it: AsyncIterator[bytes]) -> bytes:
@@ -440,10 +447,10 @@ class OriginPool(Origin):
 
     @staticmethod
     def _sample(r: Replica, seconds: float) -> None:
-        lat = r.stats.latency
-        lat.append(seconds)
-        if len(lat) > 256:
-            del lat[:128]
+        st = r.stats
+        st.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        st.latency_sum += seconds
+        st.latency_count += 1
 
     # -- active health --------------------------------------------------------------------
 

@@ -119,6 +119,7 @@ class Counters:
     stale_meta: int = 0
     prefetches: int = 0
     purges: int = 0
+    waiting: int = 0          # a gauge: readers waiting on fills right now
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -259,6 +260,12 @@ class Storage:
         keys = {k for k in list(self._stale.keys()) + list(self._meta.keys()) if k.startswith(prefix)}
         return len(keys), sum(self.purge(k) for k in keys)
 
+    def forget_all_meta(self) -> None:
+        """Ask the origins again for every object (after the origins changed). Blocks stay:
+        an unchanged object keeps its ETag, hence its blocks."""
+        self._meta.clear()
+        self._missing.clear()
+
     def forget(self, key: str) -> None:
         """Drop the metadata of ``key`` so the next request asks the origin again."""
         self._meta.pop(key, None)
@@ -364,12 +371,16 @@ class Storage:
         if block.ready:
             return
         loop = asyncio.get_running_loop()
-        while self.available(block) < need:
-            if block.error is not None:
-                raise block.error
-            fut = loop.create_future()
-            block.waiters.append(fut)
-            await fut
+        self.counters.waiting += 1
+        try:
+            while self.available(block) < need:
+                if block.error is not None:
+                    raise block.error
+                fut = loop.create_future()
+                block.waiters.append(fut)
+                await fut
+        finally:
+            self.counters.waiting -= 1
 
     def _drop(self, bk: Any) -> None:
         b = self._index.pop(bk, None)

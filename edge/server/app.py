@@ -9,8 +9,10 @@ the machine's total stays within ``cache.size``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -18,13 +20,24 @@ import time
 from typing import Any
 
 import cext
+from edge import config as cfg
+from edge import metrics
+from edge.accesslog import AccessLog
 from edge.cache import Storage
 from edge.config import Config
-from edge.http import Limits, format_http_date
+from edge.control import Journal
+from edge.http import Limits, Request, format_http_date
 from origin_clients import make_origin
 from origin_clients.pool import OriginPool
 
 log = logging.getLogger("edge")
+
+# Keys a reload cannot change in a running process (reported, never half-applied).
+RESTART_KEYS = ("listen", "workers", "state_dir", "cache_size", "block_size", "min_chunk",
+                "arena_path", "eviction", "meta_ttl", "max_fills", "uncached_memory", "readahead",
+                "prefault", "admin_listen", "log_file", "shutdown_timeout")
+LIMIT_KEYS = ("max_head_size", "max_headers", "max_url_length", "max_ranges", "max_pipeline",
+              "header_timeout", "idle_timeout", "send_timeout")
 
 
 def arena_path_for(config: Config, port: int, workers: int) -> tuple[str | None, bool]:
@@ -61,9 +74,41 @@ def make_pool(config: Config) -> OriginPool:
 class App:
     """Everything the connections of one worker share."""
 
-    def __init__(self, config: Config, storage: Storage) -> None:
+    def __init__(self, config: Config, storage: Storage, *, worker: int = 0, workers: int = 1) -> None:
         self.config = config
         self.storage = storage
+        self.worker = worker
+        self.workers = workers
+        self.journal = Journal(os.path.join(config.state_dir, "control.jsonl"))
+        self.metrics_dir = os.path.join(config.state_dir, "metrics")
+        self._apply_limits(config)
+        self.readahead = config.readahead
+        self.connections: set = set()
+        self.now = time.monotonic()
+        self.date = format_http_date(time.time())
+        self.requests: dict[tuple[int, str], int] = {}   # (status, cache status) -> responses
+        self.bytes_sent: dict[str, int] = {}             # cache status -> body bytes
+        self.access_log: AccessLog | None = AccessLog(config.access_log) if config.access_log else None
+
+    def record(self, *, status: int, cache_status: str, bytes_sent: int, req: Request | None = None,
+               client: str = "", size: int | None = None, first_byte: int | None = None,
+               last_byte: int | None = None, origin_ms: float | None = None,
+               started: float | None = None) -> None:
+        """Count one finished response, and log it when the access log is on."""
+        k = (status, cache_status)
+        self.requests[k] = self.requests.get(k, 0) + 1
+        self.bytes_sent[cache_status] = self.bytes_sent.get(cache_status, 0) + bytes_sent
+        if self.access_log is not None and req is not None:
+            now = time.monotonic()
+            self.access_log.log(
+                time=time.time(), client=client, method=req.method.decode("latin-1"), key=req.key,
+                status=status, size=size,
+                range=req.range.decode("latin-1") if req.range is not None else None,
+                first_byte=first_byte, last_byte=last_byte, bytes_sent=bytes_sent,
+                cache_status=cache_status, origin_ms=origin_ms,
+                total_ms=(now - started) * 1000 if started is not None else None)
+
+    def _apply_limits(self, config: Config) -> None:
         self.limits = Limits(
             max_head_size=config.max_head_size,
             max_headers=config.max_headers,
@@ -72,32 +117,122 @@ class App:
         )
         self.max_ranges = config.max_ranges
         self.max_pipeline = config.max_pipeline
-        self.readahead = config.readahead
         self.header_timeout = config.header_timeout
         self.idle_timeout = config.idle_timeout
         self.send_timeout = config.send_timeout
-        self.connections: set = set()
-        self.now = time.monotonic()
-        self.date = format_http_date(time.time())
-        self.requests_hit = 0
-        self.requests_miss = 0
-        self.bytes_hit = 0
-        self.bytes_miss = 0
 
+    @property
+    def admin_token(self) -> str:
+        return os.environ.get("EDGE_ADMIN_TOKEN") or self.config.admin_token
+
+    # -- operations -------------------------------------------------------------------------
+
+    def all_snapshots(self) -> list[dict]:
+        """This worker's metrics snapshot, live, plus the other workers' latest ones."""
+        own = metrics.snapshot(self)
+        if self.workers == 1:
+            return [own]
+        others = [x for x in metrics.read_snapshots(self.metrics_dir) if x.get("pid") != own["pid"]]
+        return [own, *others]
+
+    def purge(self, *, key: str | None = None, prefix: str | None = None,
+              broadcast: bool = True) -> dict[str, int]:
+        """Drop an object (or every object under a prefix) here and, by the journal, everywhere."""
+        if key is not None:
+            result = {"objects": 1, "blocks": self.storage.purge(key)}
+            cmd = {"op": "purge", "key": key}
+        else:
+            assert prefix is not None
+            objects, blocks = self.storage.purge_prefix(prefix)
+            result = {"objects": objects, "blocks": blocks}
+            cmd = {"op": "purge", "prefix": prefix}
+        if broadcast and self.workers > 1:
+            self.journal.append(cmd)
+        return result
+
+    def reload(self, *, broadcast: bool = False) -> dict:
+        """Re-read the config: apply what can change live, report what needs a restart.
+
+        A config that does not validate is refused whole; the running one stays.
+        """
+        old = self.config
+        path = None if old.source.startswith("<") else old.source
+        try:
+            new = cfg.load(path, old.overrides)
+            cfg.check_origin_dirs(new)
+        except cfg.ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return {"ok": False, "error": str(exc)}
+        restart = [k for k in RESTART_KEYS if getattr(new, k) != getattr(old, k)]
+        applied = []
+        if new.origins != old.origins or new.pool != old.pool:
+            self._swap_origins(new)
+            applied.append("origins")
+        if any(getattr(new, k) != getattr(old, k) for k in LIMIT_KEYS):
+            self._apply_limits(new)
+            applied.append("limits")
+        if new.log_level != old.log_level:
+            logging.getLogger().setLevel(getattr(logging, new.log_level.upper()))
+            applied.append("log.level")
+        if new.access_log != old.access_log:
+            if self.access_log is not None:
+                self.access_log.close()
+            self.access_log = AccessLog(new.access_log) if new.access_log else None
+            applied.append("log.access")
+        elif self.access_log is not None:
+            self.access_log.reopen()      # SIGHUP after logrotate
+        if new.admin_token != old.admin_token:
+            applied.append("admin.token")
+        # restart-only values keep running as they are; the rest is the new config
+        self.config = dataclasses.replace(new, **{k: getattr(old, k) for k in restart})
+        if broadcast and self.workers > 1:
+            self.journal.append({"op": "reload"})
+        log.info("config reloaded from %s: applied %s%s", new.source, ", ".join(applied) or "nothing",
+                 f"; needs a restart: {', '.join(restart)}" if restart else "")
+        return {"ok": True, "applied": applied, "needs_restart": restart}
+
+    def _swap_origins(self, new: Config) -> None:
+        old_pool = self.storage.origin
+        pool = make_pool(new)
+        pool.start()
+        self.storage.origin = pool
+        self.storage.forget_all_meta()
+        # fills in flight keep the old pool until they end; close it when they surely have
+        asyncio.get_running_loop().call_later(
+            max(60.0, new.pool.deadline * 3),
+            lambda: asyncio.ensure_future(old_pool.close()))
+
+    def apply_journal(self) -> None:
+        for cmd in self.journal.poll():
+            op = cmd.get("op")
+            if op == "purge":
+                self.purge(key=cmd.get("key"), prefix=cmd.get("prefix"), broadcast=False)
+            elif op == "reload":
+                self.reload()
+            else:
+                log.warning("control journal: unknown command %r", cmd)
+
+    # The protocol's counters until it calls record() itself.
     def stats_hit(self, nbytes: int) -> None:
-        self.requests_hit += 1
-        self.bytes_hit += nbytes
+        self.record(status=200, cache_status="hit", bytes_sent=nbytes)
 
     def stats_miss(self, nbytes: int) -> None:
-        self.requests_miss += 1
-        self.bytes_miss += nbytes
+        self.record(status=200, cache_status="miss", bytes_sent=nbytes)
 
     def tick(self) -> None:
-        """Once a second: refresh the clock and Date, and let connections check their timeouts."""
+        """Once a second: clock and Date, timeouts, logs, metrics snapshot, control journal."""
         self.now = time.monotonic()
         self.date = format_http_date(time.time())
         for conn in list(self.connections):
             conn.check(self.now)
+        if self.access_log is not None:
+            self.access_log.flush()
+        if self.workers > 1:
+            try:
+                metrics.write_snapshot(self.metrics_dir, self.worker, metrics.snapshot(self))
+            except OSError as exc:
+                log.warning("cannot write the metrics snapshot: %s", exc)
+            self.apply_journal()
 
 
 def _make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -128,12 +263,26 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
     storage = Storage(arena, origin, block_size=config.block_size, policy=config.eviction,
                       meta_ttl=config.meta_ttl, max_fills=config.max_fills,
                       max_transient=max(1, config.uncached_memory // config.block_size))
-    app = App(config, storage)
+    app = App(config, storage, worker=worker, workers=workers)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: HttpProtocol(app), sock=sock)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.reload)
+    admin = None
+    if worker == 0 and config.admin_listen is not None:
+        from aiohttp import web
+
+        from edge.admin import make_admin_app
+
+        admin = web.AppRunner(make_admin_app(app), access_log=None, handle_signals=False)
+        await admin.setup()
+        host, port = config.admin_listen
+        await web.TCPSite(admin, host, port, reuse_address=True).start()
+        log.info("admin API on http://%s:%d/", host, port)
+    if ready is not None:
+        ready()
 
     async def ticker() -> None:
         while True:
@@ -141,8 +290,6 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
             app.tick()
 
     tick_task = loop.create_task(ticker())
-    if ready is not None:
-        ready()
     try:
         await stop.wait()
     finally:
@@ -157,8 +304,12 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
         for c in list(app.connections):
             c._abort_if_open()
         tick_task.cancel()
+        if admin is not None:
+            await admin.cleanup()
+        if app.access_log is not None:
+            app.access_log.close()
         await storage.close()
-        await origin.close()
+        await storage.origin.close()
         await asyncio.sleep(0)   # let aborted transports drop their buffers (arena views)
         try:
             arena.close()
@@ -185,15 +336,24 @@ def serve(config: Config) -> int:
     actual_port = sock.getsockname()[1]
     impl = "pure-Python twins" if cext.NO_EXTENSIONS else "compiled extensions"
     origins = ", ".join(f"{o.name}={o.url}" for o in config.origins)
-    print(
-        f"edge: serving http://{host if ':' not in host else '[' + host + ']'}:{actual_port}/ "
-        f"from {origins}; cache {config.cache_size >> 20} MiB in {config.block_size >> 10} KiB "
-        f"blocks, {workers} worker(s), {impl}",
-        flush=True,
-    )
+    admin = ""
+    if config.admin_listen is not None:
+        admin = f"; admin on http://{config.admin_listen[0]}:{config.admin_listen[1]}/"
+
+    def banner() -> None:
+        print(
+            f"edge: serving http://{host if ':' not in host else '[' + host + ']'}:{actual_port}/ "
+            f"from {origins}; cache {config.cache_size >> 20} MiB in {config.block_size >> 10} KiB "
+            f"blocks, {workers} worker(s), {impl}{admin}",
+            flush=True,
+        )
+
+    Journal.reset(os.path.join(config.state_dir, "control.jsonl"))
+    shutil.rmtree(os.path.join(config.state_dir, "metrics"), ignore_errors=True)
     if workers == 1:
-        _run_loop(lambda: run_worker(config, sock))
+        _run_loop(lambda: run_worker(config, sock, ready=banner))
         return 0
+    banner()
     return _supervise(config, sock, workers)
 
 
@@ -207,8 +367,8 @@ def _supervise(config: Config, sock: socket.socket, workers: int) -> int:
         if pid == 0:
             code = 0
             try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
                 _run_loop(lambda: run_worker(config, sock, worker=i, workers=workers))
             except BaseException:
                 log.exception("worker %d crashed", i)
@@ -226,8 +386,16 @@ def _supervise(config: Config, sock: socket.socket, workers: int) -> int:
             except ProcessLookupError:
                 pass
 
+    def on_hup(signum, frame) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
     for i in range(workers):
         spawn(i)
     while children:

@@ -1,0 +1,141 @@
+"""The admin API, on its own listen address (``[admin] listen``), served by worker 0.
+
+``GET /metrics`` (Prometheus text) and ``GET /healthz`` are open; everything else needs
+``Authorization: Bearer TOKEN`` (``[admin] token`` or ``EDGE_ADMIN_TOKEN``), compared in
+constant time. With no token configured those endpoints answer 403: an admin API without a
+token is not an open one.
+
+- ``GET /stats``: a JSON summary (requests, hit ratio, bytes, arena, blocks, origins).
+- ``POST /purge`` with ``{"key": "..."}`` or ``{"prefix": "..."}``: drop the objects; the next
+  request fetches them fresh. Applied on every worker (edge/control.py).
+- ``POST /reload``: re-read the config file (as SIGHUP does); a bad file is refused and the
+  running config stays. The answer lists what was applied and what needs a restart.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from edge import metrics
+
+if TYPE_CHECKING:
+    from edge.server.app import App
+
+log = logging.getLogger("edge.admin")
+APP_KEY = web.AppKey("edge_app", object)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(data, indent=1) + "\n",
+                        content_type="application/json")
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.Response(status=status, text=json.dumps({"error": message}) + "\n",
+                        content_type="application/json", headers=headers)
+
+
+def _authorized(request: web.Request) -> web.Response | None:
+    """None when the request carries the admin token, else the refusal to send."""
+    app: App = request.app[APP_KEY]  # type: ignore[assignment]
+    token = app.admin_token
+    if not token:
+        return _error(403, "no admin token is configured ([admin] token or EDGE_ADMIN_TOKEN)")
+    got = request.headers.get("Authorization", "")
+    scheme, _, value = got.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="edge"'})
+    return None
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    app: App = request.app[APP_KEY]  # type: ignore[assignment]
+    body = metrics.render(app.all_snapshots())
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def get_healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    if (refused := _authorized(request)) is not None:
+        return refused
+    app: App = request.app[APP_KEY]  # type: ignore[assignment]
+    snaps = app.all_snapshots()
+    requests: dict[str, int] = {}
+    for s in snaps:
+        for k, v in s["requests"].items():
+            cs = k.split("|")[1]
+            requests[cs] = requests.get(cs, 0) + v
+    total = sum(requests.values())
+    sent = metrics._sum_dicts(s["bytes"] for s in snaps)
+    return _json({
+        "workers": len(snaps),
+        "requests": requests,
+        "hit_ratio": round(requests.get("hit", 0) / total, 4) if total else None,
+        "bytes_sent": sent,
+        "byte_hit_ratio": round(sent.get("hit", 0) / sum(sent.values()), 4) if sum(sent.values()) else None,
+        "origin_bytes": sum(s["origin_bytes"] for s in snaps),
+        "connections": sum(s["connections"] for s in snaps),
+        "blocks": sum(s["blocks"] for s in snaps),
+        "evictions": sum(s["evictions"] for s in snaps),
+        "arena": {"size": sum(s["arena"]["size"] for s in snaps),
+                  "used": sum(s["arena"]["used"] for s in snaps)},
+        "origins": {n: {"healthy": all(s["origins"][n]["healthy"] for s in snaps if n in s["origins"]),
+                        "requests": sum(s["origins"][n]["requests"] for s in snaps if n in s["origins"]),
+                        "failures": sum(s["origins"][n]["failures"] for s in snaps if n in s["origins"])}
+                    for n in sorted({n for s in snaps for n in s["origins"]})},
+    })
+
+
+async def _body(request: web.Request) -> dict[str, Any] | web.Response:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, "the body must be a JSON object")
+    if not isinstance(body, dict):
+        return _error(400, "the body must be a JSON object")
+    return body
+
+
+async def post_purge(request: web.Request) -> web.Response:
+    if (refused := _authorized(request)) is not None:
+        return refused
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    app: App = request.app[APP_KEY]  # type: ignore[assignment]
+    unknown = set(body) - {"key", "prefix"}
+    if unknown or len(body) != 1:
+        return _error(400, 'expected exactly one of {"key": "..."} or {"prefix": "..."}'
+                      + (f"; unknown field(s): {', '.join(sorted(unknown))}" if unknown else ""))
+    field, value = next(iter(body.items()))
+    if not isinstance(value, str) or (field == "key" and not value):
+        return _error(400, f"{field}: expected a non-empty string")
+    result = app.purge(key=value) if field == "key" else app.purge(prefix=value)
+    log.info("purge %s=%r: %s", field, value, result)
+    return _json({"purged": {field: value, **result}})
+
+
+async def post_reload(request: web.Request) -> web.Response:
+    if (refused := _authorized(request)) is not None:
+        return refused
+    app: App = request.app[APP_KEY]  # type: ignore[assignment]
+    result = app.reload(broadcast=True)
+    return _json(result, status=200 if result["ok"] else 400)
+
+
+def make_admin_app(app: App) -> web.Application:
+    a = web.Application(client_max_size=64 * 1024)
+    a[APP_KEY] = app
+    a.router.add_get("/metrics", get_metrics)
+    a.router.add_get("/healthz", get_healthz)
+    a.router.add_get("/stats", get_stats)
+    a.router.add_post("/purge", post_purge)
+    a.router.add_post("/reload", post_reload)
+    return a

@@ -1,0 +1,163 @@
+"""The admin API and signals of the real server: metrics, stats, purge, reload, auth."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from .conftest import make_files
+
+pytestmark = pytest.mark.integration
+TOKEN = "s3cret-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(port: int, path: str, *, method: str = "GET", token: str | None = TOKEN,
+         body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=body)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def get(port: int, path: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+        return r.status, r.headers["Cache-Status"], r.read()
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.M)
+    assert m, f"{name}{labels} not in metrics"
+    return float(m.group(1))
+
+
+@pytest.fixture
+def admin_edge(edge_factory, origin, tmp_path):
+    files = make_files(origin, {"a/1.bin": 3 << 20, "a/2.bin": 1000, "b.bin": 5000})
+    conf = tmp_path / "edge.toml"
+    conf.write_text(f'[server]\nstate_dir = "{tmp_path}/state"\n[log]\nlevel = "info"\n')
+    aport = free_port()
+    e = edge_factory(origin, "--cache-size", "16MiB", "--admin-listen", f"127.0.0.1:{aport}",
+                     config=str(conf), env_extra={"EDGE_ADMIN_TOKEN": TOKEN})
+    return e, aport, files, conf
+
+
+def test_health_metrics_and_auth(admin_edge):
+    e, aport, files, _ = admin_edge
+    assert call(aport, "/healthz", token=None)[0] == 200
+    for _ in range(3):
+        assert get(e.port, "/a/1.bin")[2] == files["a/1.bin"]
+    status, headers, body = call(aport, "/metrics", token=None)
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
+    assert metric(text, "edge_sent_bytes_total", '{cache_status="hit"}') >= 2 * (3 << 20)
+    assert metric(text, "edge_blocks") == 3
+    assert metric(text, "edge_arena_bytes", '{state="size"}') == 16 << 20
+    assert metric(text, "edge_origin_requests_total", '{origin="origin0"}') >= 1
+    assert "edge_origin_latency_seconds_bucket" in text and "edge_arena_class_bytes" in text
+    assert call(aport, "/stats", token=None)[0] == 401
+    status, headers, _ = call(aport, "/stats", token="wrong")
+    assert status == 401 and headers.get("WWW-Authenticate", "").startswith("Bearer")
+    status, _, body = call(aport, "/stats")
+    stats = json.loads(body)
+    assert status == 200 and stats["blocks"] == 3 and stats["hit_ratio"] > 0.5
+
+
+def test_purge_key_and_prefix(admin_edge):
+    e, aport, files, _ = admin_edge
+    for k in ("a/1.bin", "a/2.bin", "b.bin"):
+        get(e.port, "/" + k)
+        assert get(e.port, "/" + k)[1] == "edge; hit"
+    status, _, body = call(aport, "/purge", method="POST", body=b'{"key": "b.bin"}')
+    assert status == 200 and json.loads(body)["purged"]["key"] == "b.bin"
+    assert get(e.port, "/b.bin")[1] == "edge; fwd=miss"
+    assert get(e.port, "/a/2.bin")[1] == "edge; hit"
+    status, _, body = call(aport, "/purge", method="POST", body=b'{"prefix": "a/"}')
+    assert status == 200 and json.loads(body)["purged"]["objects"] == 2
+    assert get(e.port, "/a/1.bin")[1] == "edge; fwd=miss"
+    assert get(e.port, "/a/1.bin")[2] == files["a/1.bin"]
+    for bad in (b"not json", b"[1]", b"{}", b'{"key": ""}', b'{"key": "x", "prefix": "y"}',
+                b'{"kee": "x"}'):
+        status, _, body = call(aport, "/purge", method="POST", body=bad)
+        assert status == 400 and b"error" in body, bad
+    assert call(aport, "/purge", method="POST", token=None, body=b'{"key": "b.bin"}')[0] == 401
+
+
+def test_reload_applies_refuses_and_reports(admin_edge, tmp_path, origin):
+    e, aport, files, conf = admin_edge
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "only-here.bin").write_bytes(b"new origin")
+    text = conf.read_text()
+    conf.write_text(text.replace('level = "info"', 'level = "debug"')
+                    + f'[[origins]]\nurl = "{other}"\n[cache]\nblock_size = "2MiB"\nsize = "64MiB"\n')
+    status, _, body = call(aport, "/reload", method="POST")
+    result = json.loads(body)
+    # --origin and --cache-size on the command line still override the file
+    assert status == 200 and result["ok"] and "log.level" in result["applied"]
+    assert result["needs_restart"] == ["block_size"] and "origins" not in result["applied"]
+    conf.write_text(text + '[cache]\nsise = "1GiB"\n')
+    status, _, body = call(aport, "/reload", method="POST")
+    assert status == 400 and "cache.sise" in json.loads(body)["error"]
+    assert get(e.port, "/b.bin")[0] == 200                       # still serving
+    conf.write_text(text.replace('level = "info"', 'level = "debug"')
+                    .replace("[server]\n", '[server]\nidle_timeout = "30s"\n'))
+    os.kill(e.proc.pid, signal.SIGHUP)                             # SIGHUP reloads too
+    deadline = time.monotonic() + 5
+    while "config reloaded" not in e.stderr().split("cache.sise")[-1] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "applied limits" in e.stderr().split("cache.sise")[-1]
+
+
+def test_admin_without_token_is_closed(edge_factory, origin, tmp_path):
+    make_files(origin, {"x.bin": 10})
+    aport = free_port()
+    e = edge_factory(origin, "--cache-size", "16MiB", "--admin-listen", f"127.0.0.1:{aport}",
+                     env_extra={"EDGE_ADMIN_TOKEN": ""})
+    assert call(aport, "/healthz", token=None)[0] == 200
+    status, _, body = call(aport, "/purge", method="POST", token="", body=b'{"key": "x.bin"}')
+    assert status == 403 and b"no admin token" in body
+    assert get(e.port, "/x.bin")[0] == 200
+
+
+def test_workers_share_purges_and_metrics(edge_factory, origin, tmp_path):
+    files = make_files(origin, {"w.bin": 2 << 20})
+    aport = free_port()
+    conf = tmp_path / "w.toml"
+    conf.write_text(f'[server]\nstate_dir = "{tmp_path}/state"\n')
+    e = edge_factory(origin, "--cache-size", "16MiB", "--workers", "2", "--admin-listen",
+                     f"127.0.0.1:{aport}", config=str(conf), env_extra={"EDGE_ADMIN_TOKEN": TOKEN})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:      # the supervisor's banner comes before the workers
+        try:
+            if call(aport, "/healthz", token=None)[0] == 200:
+                break
+        except urllib.error.URLError:
+            time.sleep(0.1)
+    n = 20
+    for _ in range(n):
+        assert get(e.port, "/w.bin")[2] == files["w.bin"]
+    time.sleep(1.5)                                   # every worker has written a snapshot
+    stats = json.loads(call(aport, "/stats")[2])
+    assert stats["workers"] == 2 and sum(stats["requests"].values()) == n
+    assert call(aport, "/purge", method="POST", body=b'{"key": "w.bin"}')[0] == 200
+    time.sleep(1.5)                                   # the other worker applies the journal
+    text = call(aport, "/metrics", token=None)[2].decode()
+    assert metric(text, "edge_purges_total") == 2    # one per worker
+    assert metric(text, "edge_blocks") == 0
