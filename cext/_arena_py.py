@@ -11,6 +11,7 @@ import fcntl
 import mmap
 import os
 from bisect import bisect_left
+from collections.abc import Iterable
 from operator import index as _index
 from types import TracebackType
 from typing import Any, Self, final
@@ -191,6 +192,70 @@ class Arena:
         self._cls_used[cls] += 1
         self._used_bytes += self._sizes[cls]
         return off
+
+    def adopt(self, chunks: Iterable[tuple[int, int]]) -> list[int]:
+        """Re-attach a saved layout: mark each ``(offset, nbytes)`` used in this fresh arena.
+
+        For a warm restart: the caller lists the chunks its saved index says hold blocks.
+        Returns the offsets refused (out of range, not a chunk start of the class of
+        ``nbytes``, a page already given to another class, or a chunk listed twice); those
+        hold nothing. Every other chunk ends up free, pages with nothing in them in the pool.
+        O(chunks + pages). ValueError if the arena is not fresh.
+        """
+        if self._closed:
+            raise ValueError("arena is closed")
+        if self._used_bytes or len(self._free_pages) != self._npages:
+            raise ValueError("adopt() needs a fresh arena (nothing allocated yet)")
+        rejected = []
+        for off, nbytes in chunks:
+            o = _index(off)
+            n = _index(nbytes)
+            if n <= 0 or n > self._page_size or not 0 <= o < self._size:
+                rejected.append(off)
+                continue
+            cls = self.class_for(n)
+            page, rel = divmod(o, self._page_size)
+            cs = self._sizes[cls]
+            idx = rel // cs
+            if idx * cs != rel or idx >= self._per_page[cls]:
+                rejected.append(off)
+                continue
+            if self._page_class[page] == _NIL:
+                self._page_class[page] = cls
+                self._cls_pages[cls] += 1
+            elif self._page_class[page] != cls:
+                rejected.append(off)
+                continue
+            slot = page * self._spp + idx
+            if self._state[slot] != _FREE:
+                rejected.append(off)
+                continue
+            self._state[slot] = _USED
+            self._page_used[page] += 1
+            self._cls_used[cls] += 1
+            self._used_bytes += cs
+        # Every page given to a class is carved whole; its free chunks go on the free list
+        # (lowest offset first); untouched pages make the pool again (page 0 on top).
+        q = self._q
+        assert q is not None
+        self._free_pages = []
+        for p in range(self._npages - 1, -1, -1):
+            cls = self._page_class[p]
+            if cls == _NIL:
+                self._free_pages.append(p)
+                continue
+            cs = self._sizes[cls]
+            self._page_carved[p] = self._per_page[cls]
+            for i in range(self._per_page[cls] - 1, -1, -1):
+                if self._state[p * self._spp + i] == _FREE:
+                    o = p * self._page_size + i * cs
+                    head = self._free_head[cls]
+                    q[o >> 3] = _NIL
+                    q[(o >> 3) + 1] = head
+                    if head != _NIL:
+                        q[head >> 3] = o
+                    self._free_head[cls] = o
+        return rejected
 
     def free(self, off: int) -> None:
         """Free the chunk at ``off``; a pinned chunk is deferred until its last unpin."""

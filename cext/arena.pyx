@@ -267,6 +267,73 @@ cdef class Arena:
         self._used_bytes += self._sizes[cls]
         return off
 
+    def adopt(self, chunks):
+        """Re-attach a saved layout: mark each ``(offset, nbytes)`` used in this fresh arena.
+
+        For a warm restart: the caller lists the chunks its saved index says hold blocks.
+        Returns the offsets refused (out of range, not a chunk start of the class of
+        ``nbytes``, a page already given to another class, or a chunk listed twice); those
+        hold nothing. Every other chunk ends up free, pages with nothing in them in the pool.
+        O(chunks + pages). ValueError if the arena is not fresh.
+        """
+        cdef Py_ssize_t o, n, page, rel, cs, idx, slot, p, i
+        cdef int cls
+        cdef int64_t* links
+        if self._mem == NULL:
+            raise ValueError("arena is closed")
+        if self._used_bytes or self._nfree_pages != self._npages:
+            raise ValueError("adopt() needs a fresh arena (nothing allocated yet)")
+        rejected = []
+        for off, nbytes in chunks:
+            o = _index(off, "offset")
+            n = _index(nbytes, "nbytes")
+            if n <= 0 or n > self._page_size or not 0 <= o < self._size:
+                rejected.append(off)
+                continue
+            cls = self._class_of(n)
+            page = o // self._page_size
+            rel = o - page * self._page_size
+            cs = self._sizes[cls]
+            idx = rel // cs
+            if idx * cs != rel or idx >= self._per_page[cls]:
+                rejected.append(off)
+                continue
+            if self._page_class[page] == NIL:
+                self._page_class[page] = cls
+                self._cls_pages[cls] += 1
+            elif self._page_class[page] != cls:
+                rejected.append(off)
+                continue
+            slot = page * self._spp + idx
+            if self._state[slot] != FREE:
+                rejected.append(off)
+                continue
+            self._state[slot] = USED
+            self._page_used[page] += 1
+            self._cls_used[cls] += 1
+            self._used_bytes += cs
+        # Every page given to a class is carved whole; its free chunks go on the free list
+        # (lowest offset first); untouched pages make the pool again (page 0 on top).
+        self._nfree_pages = 0
+        for p in range(self._npages - 1, -1, -1):
+            cls = self._page_class[p]
+            if cls == NIL:
+                self._free_pages[self._nfree_pages] = <int32_t>p
+                self._nfree_pages += 1
+                continue
+            cs = self._sizes[cls]
+            self._page_carved[p] = <int32_t>self._per_page[cls]
+            for i in range(self._per_page[cls] - 1, -1, -1):
+                if self._state[p * self._spp + i] == FREE:
+                    o = p * self._page_size + i * cs
+                    links = _links(self._mem, o)
+                    links[0] = NIL
+                    links[1] = self._free_head[cls]
+                    if self._free_head[cls] != NIL:
+                        _links(self._mem, self._free_head[cls])[0] = o
+                    self._free_head[cls] = o
+        return rejected
+
     def free(self, off):
         """Free the chunk at ``off``; a pinned chunk is deferred until its last unpin."""
         cdef Loc loc

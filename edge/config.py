@@ -43,7 +43,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "min_chunk": "1KiB",
         "arena_path": "auto",
         "eviction": "wtinylfu",
-        "meta_ttl": "30s",
+        "revalidate_after": "off",
         "max_fills": 64,
         "uncached_memory": "32MiB",
         "readahead": 4,
@@ -212,7 +212,7 @@ class Config:
     min_chunk: int
     arena_path: str
     eviction: str
-    meta_ttl: float
+    revalidate_after: float   # 0.0: never (objects are immutable)
     max_fills: int
     uncached_memory: int
     readahead: int
@@ -379,7 +379,7 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         min_chunk=min_chunk,
         arena_path=arena_path,
         eviction=eviction,
-        meta_ttl=parse_duration(c["meta_ttl"], "cache.meta_ttl"),
+        revalidate_after=parse_duration(c["revalidate_after"], "cache.revalidate_after", allow_off=True),
         max_fills=_int(c["max_fills"], "cache.max_fills", 1, 4096),
         uncached_memory=uncached,
         readahead=_int(c["readahead"], "cache.readahead", 0, 64),

@@ -24,13 +24,17 @@ blocks; block ``i`` covers bytes ``[i*B, min((i+1)*B, size))``. A block is cache
   one of the ``max_fills`` fill slots. Memory outside the arena is therefore bounded by
   ``max_transient * block_size``, however many clients there are.
 
-Object metadata (size, ETag, Last-Modified) is kept in a cachetools TTLCache (``meta_ttl``) and
+Object metadata (size, ETag, Last-Modified) is kept in a cachetools TTLCache (``meta_ttl``;
+None: objects are immutable, known metadata is never re-asked unless purged) and
 looked up once at a time per key (single-flight too); "not found" is remembered briefly.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -45,6 +49,9 @@ from origin_clients import NotFound, ObjectInfo, Origin, OriginError, ValidatorM
 log = logging.getLogger("edge.cache")
 
 EXTRA_EVICTION_TRIES = 4   # bounded retries when the arena is fragmented
+INDEX_MAGIC = b"EDGEIDX\x01"
+INDEX_VERSION = 1
+_RECORD = struct.Struct("<16sIQIQ")   # oid, block index, arena offset, length, xxh3-64
 NEGATIVE_TTL = 2.0         # seconds a "not found" is remembered
 
 
@@ -133,7 +140,7 @@ class Storage:
         *,
         block_size: int,
         policy: str = "wtinylfu",
-        meta_ttl: float = 30.0,
+        meta_ttl: float | None = 30.0,
         max_fills: int = 64,
         max_transient: int = 16,
         clock: Callable[[], float] = time.monotonic,
@@ -147,9 +154,10 @@ class Storage:
         self.counters = Counters()
         self._index: dict[tuple, Block] = {}
         self._transient: dict[tuple, Block] = {}
-        self._meta: cachetools.TTLCache = cachetools.TTLCache(65536, meta_ttl, timer=clock)
+        ttl = float("inf") if meta_ttl is None else meta_ttl
+        self._meta: cachetools.TTLCache = cachetools.TTLCache(65536, ttl, timer=clock)
         self._missing: cachetools.TTLCache = cachetools.TTLCache(
-            65536, min(NEGATIVE_TTL, meta_ttl), timer=clock
+            65536, min(NEGATIVE_TTL, ttl), timer=clock
         )
         # Last known metadata, served when the origin cannot be asked (stale-if-error).
         self._stale: cachetools.LRUCache = cachetools.LRUCache(65536)
@@ -495,6 +503,108 @@ class Storage:
             self.arena.free(block.off)   # deferred until readers (and the fill) unpin
         level = logging.WARNING if isinstance(exc, Exception) else logging.DEBUG
         log.log(level, "fill of %r block %d failed: %s", meta.key, block.key[1], exc)
+
+    # -- warm restart ---------------------------------------------------------------------
+
+    def save_index(self, path: str, layout: dict[str, Any]) -> int:
+        """Write the ready blocks and their objects' metadata to ``path`` (atomically).
+
+        Format: ``INDEX_MAGIC``, a 4-byte header length, a JSON header (layout, objects), then
+        one 40-byte record per block: oid, block index, offset, length, xxh3-64. Returns the
+        number of blocks written. Called at clean shutdown only, so its existence is the
+        clean-shutdown flag.
+        """
+        metas = {m.oid: m for m in list(self._stale.values()) + list(self._meta.values())}
+        records = []
+        for (oid, idx), b in self._index.items():
+            if b.ready and oid in metas:
+                records.append(_RECORD.pack(oid, idx, b.off, b.length, b.checksum))
+        header = json.dumps({
+            "version": INDEX_VERSION, "layout": layout,
+            "objects": [[m.oid.hex(), m.key, m.size, m.etag.decode("latin-1"), m.last_modified]
+                        for m in metas.values()],
+        }).encode()
+        tmp = f"{path}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(INDEX_MAGIC + struct.pack("<I", len(header)) + header)
+            f.write(b"".join(records))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return len(records)
+
+    def restore_index(self, path: str, layout: dict[str, Any]) -> tuple[int, int]:
+        """Re-attach what ``save_index`` wrote, fail-closed; returns (blocks kept, dropped).
+
+        The index file is consumed (renamed away) first, so a crash after this point starts
+        cold. Anything doubtful is dropped, never served: another magic, version or layout
+        drops everything; a block whose chunk the arena refuses, whose object is unknown, or
+        whose bytes no longer hash to the recorded xxh3-64 is dropped on its own.
+        """
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return 0, 0
+        os.replace(path, f"{path}.used")
+        try:
+            if data[:len(INDEX_MAGIC)] != INDEX_MAGIC:
+                raise ValueError("not an edge index (magic)")
+            (hlen,) = struct.unpack_from("<I", data, len(INDEX_MAGIC))
+            start = len(INDEX_MAGIC) + 4
+            header = json.loads(data[start:start + hlen])
+            if header.get("version") != INDEX_VERSION:
+                raise ValueError(f"index version {header.get('version')!r}, expected {INDEX_VERSION}")
+            if header.get("layout") != layout:
+                raise ValueError(f"the layout changed: {header.get('layout')} -> {layout}")
+            body = data[start + hlen:]
+            if len(body) % _RECORD.size:
+                raise ValueError("truncated block records")
+        except (ValueError, struct.error) as exc:
+            log.warning("warm restart: ignoring %s: %s", path, exc)
+            return 0, 0
+        metas: dict[bytes, ObjectMeta] = {}
+        for oid_hex, key, size, etag, lm in header["objects"]:
+            m = ObjectMeta(key, ObjectInfo(size=size, etag=etag.encode("latin-1"), last_modified=lm),
+                           self.block_size)
+            if m.oid.hex() == oid_hex:          # the oid is derived: a mismatch means corruption
+                metas[m.oid] = m
+        wanted = []
+        for oid, idx, off, length, checksum in _RECORD.iter_unpack(body):
+            owner = metas.get(oid)
+            if owner is not None and 0 <= idx < owner.nblocks and owner.block_len(idx) == length:
+                wanted.append((oid, idx, off, length, checksum))
+        refused = set(self.arena.adopt([(off, length) for _, _, off, length, _ in wanted]))
+        kept = 0
+        dropped = len(body) // _RECORD.size - len(wanted)
+        for oid, idx, off, length, checksum in wanted:
+            if off in refused:
+                dropped += 1
+                continue
+            view = self.arena.view(off, length)
+            ok = xxhash.xxh3_64_intdigest(view) == checksum
+            view.release()
+            bk = (oid, idx)
+            if ok and bk not in self._index:
+                weight = self.arena.chunk_size(self.arena.class_for(length))
+                victims = self.policy.admit(bk, weight)
+                for v in victims:
+                    if v != bk:
+                        self._drop(v)
+                if bk not in victims:
+                    b = Block(bk, off, length)
+                    b.filled = length
+                    b.checksum = checksum
+                    b.ready = True
+                    self._index[bk] = b
+                    kept += 1
+                    continue
+            self.arena.free(off)
+            dropped += 1
+        for m in metas.values():
+            self._meta[m.key] = m
+            self._stale[m.key] = m
+        return kept, dropped
 
     # -- lifecycle ------------------------------------------------------------------------
 

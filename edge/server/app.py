@@ -34,26 +34,32 @@ log = logging.getLogger("edge")
 
 # Keys a reload cannot change in a running process (reported, never half-applied).
 RESTART_KEYS = ("listen", "workers", "state_dir", "cache_size", "block_size", "min_chunk",
-                "arena_path", "eviction", "meta_ttl", "max_fills", "uncached_memory", "readahead",
+                "arena_path", "eviction", "revalidate_after", "max_fills", "uncached_memory", "readahead",
                 "prefault", "admin_listen", "log_file", "shutdown_timeout")
 LIMIT_KEYS = ("max_head_size", "max_headers", "max_url_length", "max_ranges", "max_pipeline",
               "header_timeout", "idle_timeout", "send_timeout")
 
 
-def arena_path_for(config: Config, port: int, workers: int) -> tuple[str | None, bool]:
-    """Resolve ``cache.arena_path`` -> (path or None for anonymous, whether we own the file).
-
-    ``auto`` is /dev/shm/edge-PORT.arena (PORT as bound) when /dev/shm exists. Until warm
-    restart re-attaches arenas, an ``auto`` file is removed at clean shutdown.
-    """
+def arena_path_for(config: Config, port: int, workers: int) -> str | None:
+    """Resolve ``cache.arena_path``: ``auto`` is /dev/shm/edge-PORT.arena (PORT as bound) when
+    /dev/shm exists; None means an anonymous mapping (also for private per-worker arenas)."""
     p = config.arena_path
     if p == "anonymous" or workers > 1:
-        return None, False
+        return None
     if p == "auto":
-        if not os.path.isdir("/dev/shm"):
-            return None, False
-        return f"/dev/shm/edge-{port}.arena", True
-    return p, False
+        return f"/dev/shm/edge-{port}.arena" if os.path.isdir("/dev/shm") else None
+    return p
+
+
+def index_path(config: Config, port: int) -> str:
+    """Where the warm-restart index of the edge on ``port`` lives."""
+    return os.path.join(config.state_dir, f"index-{port}.bin")
+
+
+def arena_layout(config: Config, arena_path: str, size: int) -> dict[str, Any]:
+    """What must not change for a saved index to describe the arena file (fail-closed)."""
+    return {"arena_path": os.path.abspath(arena_path), "size": size,
+            "block_size": config.block_size, "min_chunk": config.min_chunk}
 
 
 def make_pool(config: Config) -> OriginPool:
@@ -255,14 +261,22 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
     Arena = cext.load("arena").Arena
     size = config.cache_size // workers
     size -= size % config.block_size
-    arena_path, own_file = arena_path_for(config, sock.getsockname()[1], workers)
+    port = sock.getsockname()[1]
+    arena_path = arena_path_for(config, port, workers)
     arena = Arena(size, config.block_size, path=arena_path, min_chunk=config.min_chunk,
                   prefault=config.prefault)
     origin = make_pool(config)
     origin.start()
     storage = Storage(arena, origin, block_size=config.block_size, policy=config.eviction,
-                      meta_ttl=config.meta_ttl, max_fills=config.max_fills,
+                      meta_ttl=config.revalidate_after or None, max_fills=config.max_fills,
                       max_transient=max(1, config.uncached_memory // config.block_size))
+    if arena_path is not None:          # warm restart: re-attach what the last clean stop saved
+        t0 = time.monotonic()
+        kept, dropped = storage.restore_index(index_path(config, port),
+                                              arena_layout(config, arena_path, size))
+        if kept or dropped:
+            log.info("warm restart: %d blocks re-attached from %s, %d dropped, in %.2fs",
+                     kept, arena_path, dropped, time.monotonic() - t0)
     app = App(config, storage, worker=worker, workers=workers)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: HttpProtocol(app), sock=sock)
@@ -311,15 +325,16 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
         await storage.close()
         await storage.origin.close()
         await asyncio.sleep(0)   # let aborted transports drop their buffers (arena views)
+        if arena_path is not None:      # the arena file stays: it is the next start's warm cache
+            try:
+                n = storage.save_index(index_path(config, port), arena_layout(config, arena_path, size))
+                log.info("saved %d blocks for a warm restart", n)
+            except OSError as exc:
+                log.warning("could not save the index for a warm restart: %s", exc)
         try:
             arena.close()
         except BufferError:
             log.debug("arena still referenced at exit; the OS unmaps it")
-        if own_file and arena_path is not None:
-            try:
-                os.unlink(arena_path)
-            except OSError:
-                pass
 
 
 def _run_loop(coro_factory) -> None:

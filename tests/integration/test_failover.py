@@ -124,7 +124,8 @@ def test_dead_first_replica(edge_factory, nginx, tmp_path):  # noqa: F811
 def test_all_replicas_down_502_fast_and_cached_objects_still_served(edge_factory, nginx, proxy, tmp_path):  # noqa: F811
     cached = put(nginx.root, "cached.bin", 2 * MiB, seed=5)
     put(nginx.root, "cold.bin", 2 * MiB, seed=6)
-    cfg = conf(tmp_path, '[cache]\nmeta_ttl = "500ms"\n[origin_pool]\ndeadline = "3s"\nbackoff = "10ms"\n')
+    cfg = conf(tmp_path, '[cache]\nrevalidate_after = "500ms"\n'
+                         '[origin_pool]\ndeadline = "3s"\nbackoff = "10ms"\n')
     e = edge_factory([proxy.url, dead_url()], "--cache-size", "16MiB", config=cfg)
     assert get(e.port, "/cached.bin")[2] == cached
     proxy.set("refuse")

@@ -162,4 +162,8 @@ def test_embedded_default_starts_and_creates_its_origin(tmp_path):
         assert proc.wait(30) == 0
     err = proc.stderr.read().decode()
     assert "created the empty origin directory" in err and "Traceback" not in err
-    assert not Path(f"/dev/shm/edge-{port}.arena").exists()
+    arena = Path(f"/dev/shm/edge-{port}.arena")
+    try:   # the arena file stays for a warm restart, with its index in state_dir
+        assert arena.exists() and (tmp_path / "edge-state" / f"index-{port}.bin").exists()
+    finally:
+        arena.unlink(missing_ok=True)

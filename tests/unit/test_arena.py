@@ -721,3 +721,35 @@ def test_prefault_maps_every_page_up_front(twin):
         assert _rss_shmem() - before < size * 0.5
     finally:
         b.close()
+
+
+def test_adopt_reattaches_a_saved_layout(twin, tmp_path):
+    """Chunks written by one arena are adopted by the next one on the same file."""
+    Arena = twin("arena").Arena
+    path = str(tmp_path / "arena")
+    a = Arena(8 << 16, 1 << 16, path=path, min_chunk=1024)
+    saved = []
+    for n in (1 << 16, 1000, 5000, 1 << 16, 1000):
+        off = a.alloc(n)
+        a.view(off, n)[:] = bytes([len(saved) + 1]) * n
+        saved.append((off, n))
+    a.free(saved[1][0])                    # not in the saved index: must come back free
+    keep = [saved[0], saved[2], saved[3], saved[4]]
+    a.close()
+    b = Arena(8 << 16, 1 << 16, path=path, min_chunk=1024)
+    # misaligned, another class on a taken page, out of range, listed twice
+    bad = [(7, 1000), (saved[0][0], 1000), ((8 << 16) + 4096, 10), saved[2]]
+    assert b.adopt(keep + bad) == [7, saved[0][0], (8 << 16) + 4096, saved[2][0]]
+    for off, n in keep:
+        assert bytes(b.view(off, n)) == bytes([saved.index((off, n)) + 1]) * n
+    assert b.used_bytes == sum(b.chunk_of(off) for off, _ in keep)
+    # everything else is allocatable, and never overlaps what was adopted
+    taken = set()
+    for n in (1000, 5000, 1 << 16):
+        while (off := b.alloc(n)) >= 0:
+            taken.add((off, b.chunk_of(off)))
+    spans = sorted([(o, o + b.chunk_of(o)) for o, _ in keep] + [(o, o + c) for o, c in taken])
+    assert all(x[1] <= y[0] for x, y in zip(spans, spans[1:], strict=False))
+    with pytest.raises(ValueError, match="fresh"):
+        b.adopt([])
+    b.close()
