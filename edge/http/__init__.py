@@ -9,7 +9,7 @@ from .errors import HTTPError, RangeNotSatisfiable
 from .limits import Limits
 from .ranges import parse_range
 from .request import Request, RequestParser
-from .response import Plan, error_response, frame_head, plan
+from .response import Plan, error_response, frame_head, head_end, head_parts, plan
 
 __all__ = [
     "HTTPError",
@@ -22,6 +22,8 @@ __all__ = [
     "evaluate_preconditions",
     "format_http_date",
     "frame_head",
+    "head_end",
+    "head_parts",
     "if_range_allows",
     "parse_http_date",
     "parse_range",

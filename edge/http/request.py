@@ -156,6 +156,12 @@ _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 # Anything wrong with a decoded key, found with one search on the hot path.
 _BAD_KEY = re.compile(r"[\x00-\x1f\x7f-\x9f]|^/|//|/$|(?:^|/)\.\.?(?:/|$)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The common case, parsed without llhttp (see RequestParser._feed_simple): a GET or HEAD head
+# with an origin-form target of plain characters, HTTP/1.0 or 1.1, and field lines of a token,
+# a colon and visible ASCII / SP / HTAB. Anything else takes the general path.
+_SIMPLE_HEAD = re.compile(
+    rb"(GET|HEAD) (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*) HTTP/1\.([01])\r\n"
+    rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*)\r\n")
 _DOT_SEGMENT = re.compile(r"(?:^|/)(\.\.?)(?:/|$)")
 
 
@@ -244,6 +250,12 @@ class RequestParser:
         if self._state >= _CLOSED or not data:
             return out
         try:
+            if self._state == _HEAD and not self._head_len and not self._tail:
+                pos = self._feed_simple(data, out)
+                if pos:
+                    if pos < len(data) and self._state == _HEAD:
+                        self._feed(data[pos:], out)
+                    return out
             self._feed(data, out)
         except HTTPError as err:
             self._state = _FAILED
@@ -313,6 +325,93 @@ class RequestParser:
                 return
             else:
                 return
+
+    def _feed_simple(self, data: bytes, out: list[Request | HTTPError]) -> int:
+        """Parse the whole simple heads at the start of ``data`` without llhttp; bytes used.
+
+        Only called between messages (state HEAD, nothing of a head seen yet). A head is taken
+        here when it is entirely in ``data``, matches ``_SIMPLE_HEAD``, is within the limits
+        and has no field that needs llhttp's framing (Content-Length, Transfer-Encoding,
+        Upgrade, a Connection option other than close / keep-alive); everything else, and
+        whatever follows, goes through llhttp. The Request is the one llhttp would give.
+        """
+        pos = 0
+        limits = self._limits
+        while True:
+            end = data.find(_CRLFCRLF, pos) + 4
+            if end < 4 or end - pos > limits.max_head_size:
+                return pos
+            m = _SIMPLE_HEAD.fullmatch(data, pos, end)
+            if m is None:
+                return pos
+            method, target, minor, block = m.groups()
+            if len(target) > limits.max_url_length:
+                return pos
+            lines = block.split(b"\r\n")
+            lines.pop()                     # block is empty or ends with CRLF
+            if len(lines) > limits.max_headers:
+                return pos
+            headers: list[tuple[bytes, bytes]] = []
+            fields: dict[bytes, bytes] = {}
+            duplicate: str | None = None
+            close = persist = False         # Connection: close / keep-alive seen
+            for line in lines:
+                name, _, value = line.partition(b":")
+                name = name.lower()
+                value = value.strip(_OWS)
+                headers.append((name, value))
+                kind = _KINDS.get(name)
+                if kind is None:
+                    if name == b"upgrade":
+                        return pos
+                elif kind == _SINGLE:
+                    if name in fields:
+                        if duplicate is None:
+                            duplicate = _SINGLETONS[name]
+                    else:
+                        fields[name] = value
+                elif kind == _LIST:
+                    prior = fields.get(name)
+                    fields[name] = value if prior is None else prior + b", " + value
+                elif kind == _CONNECTION:
+                    for t in value.split(b","):
+                        t = t.strip(_OWS).lower()
+                        if t == b"close":
+                            close = True
+                        elif t == b"keep-alive":
+                            persist = True
+                        elif t:
+                            return pos
+                else:
+                    return pos              # Content-Length, Transfer-Encoding: llhttp frames
+            keep_alive = not close and (persist or minor == b"1")
+            host = fields.get(b"host")
+            # The target is printable ASCII from "/" (the pattern): when it has no query, no
+            # escape and no empty or dot segment, and Host is there and valid, _check has
+            # nothing to say and the key is the target without its "/".
+            key = target[1:].decode("ascii")
+            plain = (duplicate is None and host is not None and b"%" not in target
+                     and b"?" not in target and key[:1] not in ("/", ".") and key[-1:] != "/"
+                     and "//" not in key and "/." not in key
+                     and _HOST.fullmatch(host) is not None)
+            req = Request(method, target, key if plain else "", b"",
+                          1 if minor == b"1" else 0, keep_alive, headers, host,
+                          fields.get(b"range"), fields.get(b"if-range"), fields.get(b"if-match"),
+                          fields.get(b"if-none-match"), fields.get(b"if-modified-since"),
+                          fields.get(b"if-unmodified-since"), fields.get(b"authorization"))
+            if not plain:
+                try:
+                    self._check(req, duplicate)
+                except HTTPError as err:
+                    req.error = err
+                    req.keep_alive = False
+            out.append(req)
+            pos = end
+            if not req.keep_alive:
+                self._state = _CLOSED
+                return pos
+            if pos == len(data):
+                return pos
 
     def _slice(self, data: bytes, pos: int, budget: int) -> tuple[int, bool, bool]:
         """Where the next llhttp slice from ``pos`` ends: at the first CRLF CRLF or the budget.
@@ -486,16 +585,17 @@ class RequestParser:
             fields.get(b"authorization"),
         )
         try:
-            self._check(req)
+            self._check(req, self._duplicate)
         except HTTPError as err:
             req.error = err
             req.keep_alive = False
         return req
 
-    def _check(self, req: Request) -> None:
+    @staticmethod
+    def _check(req: Request, duplicate: str | None) -> None:
         """Per-request checks of a well-framed head; fills key, query and host."""
-        if self._duplicate is not None:
-            raise HTTPError(400, f"duplicate {self._duplicate} header")
+        if duplicate is not None:
+            raise HTTPError(400, f"duplicate {duplicate} header")
         if req.host is None:
             if req.http_minor == 1:
                 raise HTTPError(400, "missing Host header")
@@ -542,7 +642,11 @@ def _decode_key(path: bytes) -> str:
         key = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise HTTPError(400, "path is not valid UTF-8") from None
-    if key and _BAD_KEY.search(key):
+    # Printable ASCII without a leading "/" or ".", a trailing "/", "//" or "/." cannot match
+    # _BAD_KEY: the common key skips the regex.
+    plain = (key.isascii() and key.isprintable() and key[0] not in "/." and key[-1] != "/"
+             and "//" not in key and "/." not in key) if key else True
+    if not plain and _BAD_KEY.search(key):
         if _CONTROL.search(key):
             raise HTTPError(400, "control character in path")
         dots = _DOT_SEGMENT.search(key)

@@ -19,14 +19,16 @@ Decisions:
   412 carries ``Content-Length: 0``.
 * Multipart (§14.6, RFC 2046 §5.1.1): ``--B CRLF`` part-head CRLF data, each following part
   introduced by ``CRLF --B CRLF``, closed by ``CRLF --B-- CRLF``; every part has Content-Type and
-  Content-Range. The caller passes a fresh random boundary (this module reads no randomness);
-  it must be 1-70 characters from ``A-Za-z0-9'+_-.`` so it needs no quoting.
+  Content-Range. The caller passes a fresh random boundary (this module reads no randomness),
+  or a function returning one, called only when the plan is multipart; it must be 1-70
+  characters from ``A-Za-z0-9'+_-.`` so it needs no quoting.
 * Header names and values given to :func:`frame_head` are written as they are: they must not
   contain CR or LF (they come from this module or from server configuration, not from clients).
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .conditional import evaluate_preconditions, format_http_date, if_range_allows
@@ -34,7 +36,7 @@ from .errors import HTTPError
 from .ranges import parse_range
 from .request import Request
 
-__all__ = ["REASONS", "Plan", "error_response", "frame_head", "plan"]
+__all__ = ["REASONS", "Plan", "error_response", "frame_head", "head_end", "head_parts", "plan"]
 
 REASONS: dict[int, bytes] = {
     100: b"Continue", 101: b"Switching Protocols",
@@ -88,12 +90,14 @@ class Plan:
     send_body: bool
 
 
-def plan(req: Request, size: int, etag: bytes, last_modified: int, *, boundary: bytes,
-         max_ranges: int = 16, content_type: bytes = b"application/octet-stream") -> Plan:
+def plan(req: Request, size: int, etag: bytes, last_modified: int, *,
+         boundary: bytes | Callable[[], bytes], max_ranges: int = 16,
+         content_type: bytes = b"application/octet-stream") -> Plan:
     """Plan the response to a GET or HEAD for an object of ``size`` bytes.
 
     Evaluates preconditions (304/412), then Range with If-Range (GET only), and returns a 200,
-    206 or multipart/byteranges 206 plan. ``boundary`` is used only for multipart. Raises
+    206 or multipart/byteranges 206 plan. ``boundary`` (or ``boundary()`` when it is a
+    function) is used only for multipart. Raises
     :class:`~edge.http.errors.RangeNotSatisfiable` (416) for an unsatisfiable Range; the
     caller answers it with :func:`error_response`. The caller has already answered other
     methods with 405.
@@ -119,6 +123,8 @@ def plan(req: Request, size: int, etag: bytes, last_modified: int, *, boundary: 
                     (_CONTENT_RANGE, b"bytes %d-%d/%d" % (start, end - 1, size)),
                     (_ETAG, etag), (_LAST_MODIFIED, lm), _ACCEPT_RANGES,
                 ], [(start, end)], end - start, True)
+            if not isinstance(boundary, bytes):
+                boundary = boundary()
             return _multipart(ranges, size, etag, lm, boundary, content_type)
     parts: list[bytes | tuple[int, int]] = [(0, size)] if size else []
     return Plan(200, [
@@ -175,20 +181,38 @@ _END_CLOSE = b"\r\nConnection: close\r\n\r\n"
 _END_KEEP_ALIVE = b"\r\nConnection: keep-alive\r\n\r\n"
 
 
+def head_end(keep_alive: bool, http_minor: int = 1) -> bytes:
+    """The end of a response head: the Connection field when needed, then the empty line.
+
+    Connection is written only when it differs from the version's default: ``close`` for an
+    HTTP/1.1 client when not keeping the connection, ``keep-alive`` for an HTTP/1.0 client
+    when keeping it.
+    """
+    if http_minor:
+        return _END_PLAIN if keep_alive else _END_CLOSE
+    return _END_KEEP_ALIVE if keep_alive else _END_PLAIN
+
+
+def head_parts(status: int, headers: list[tuple[bytes, bytes]], *,
+               cache_status: bytes) -> tuple[bytes, bytes]:
+    """The response head around its Date and its end, for heads sent many times.
+
+    ``frame_head(status, headers, date=D, cache_status=C, keep_alive=K, http_minor=M)``
+    equals ``before + D + after + head_end(K, M)`` where ``before, after = head_parts(status,
+    headers, cache_status=C)``.
+    """
+    out = _frame(status, headers, b"", cache_status, b"")
+    return out[0], b"".join(out[1:])
+
+
 def frame_head(status: int, headers: list[tuple[bytes, bytes]], *, date: bytes,
                cache_status: bytes, keep_alive: bool, http_minor: int = 1) -> bytes:
     """Serialize a response head: status line, Date, ``headers``, Cache-Status, Connection.
 
     ``date`` is an IMF-fixdate (see :func:`~edge.http.conditional.format_http_date`).
-    Connection is written only when it differs from the version's default: ``close`` for an
-    HTTP/1.1 client when not keeping the connection, ``keep-alive`` for an HTTP/1.0 client
-    when keeping it. The result ends with the empty line.
+    Connection as :func:`head_end` says. The result ends with the empty line.
     """
-    if http_minor:
-        end = _END_PLAIN if keep_alive else _END_CLOSE
-    else:
-        end = _END_KEEP_ALIVE if keep_alive else _END_PLAIN
-    return b"".join(_frame(status, headers, date, cache_status, end))
+    return b"".join(_frame(status, headers, date, cache_status, head_end(keep_alive, http_minor)))
 
 
 def error_response(err: HTTPError, *, date: bytes, cache_status: bytes = b"edge; fwd=bypass",

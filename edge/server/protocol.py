@@ -26,6 +26,7 @@ import asyncio
 import logging
 import os
 import re
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -37,6 +38,8 @@ from edge.http import (
     RequestParser,
     error_response,
     frame_head,
+    head_end,
+    head_parts,
     plan,
 )
 from origin_clients import NotFound, OriginError, OriginTimeout
@@ -55,6 +58,31 @@ PARTIAL = b"edge; fwd=partial"
 BYPASS = b"edge; fwd=bypass"
 
 _METHOD_NOT_ALLOWED_HEADERS = ((b"Allow", b"GET, HEAD"),)
+
+HEADS_MAX = 4096            # objects whose plain 200 head is kept (per storage)
+
+
+def _boundary() -> bytes:
+    """A fresh multipart boundary (called by plan() only for multipart responses)."""
+    return os.urandom(12).hex().encode()
+
+
+class _Head:
+    """The plain 200 hit head of one object version, around its Date (see head_parts)."""
+
+    __slots__ = ("meta", "before", "after", "date", "head")
+
+    def __init__(self, meta: ObjectMeta, before: bytes, after: bytes) -> None:
+        self.meta = meta        # the version it describes: a new ObjectMeta means a new head
+        self.before = before    # status line through "Date: "
+        self.after = after      # the header fields after Date, through Cache-Status
+        self.date = b""         # the Date of ``head``
+        self.head = b""         # the whole head for HTTP/1.1 keep-alive at ``date``
+
+
+# Per storage (so per worker): key -> _Head. Bounded; cleared when full.
+_heads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_END_PLAIN = head_end(True, 1)
 
 
 _FIRST_BYTE = re.compile(rb"\s*bytes\s*=\s*(\d+)\s*-")
@@ -85,6 +113,10 @@ class HttpProtocol(asyncio.Protocol):
         # Set by connection_made (uvloop's transport is not an asyncio.Transport subclass).
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = RequestParser(app.limits)
+        heads = _heads.get(app.storage)
+        if heads is None:
+            heads = _heads[app.storage] = {}
+        self.heads: dict[str, _Head] = heads
         self.queue: deque[Request | HTTPError] = deque()
         self.busy = False             # a request is being handled by the task
         self.closing = False
@@ -228,7 +260,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _plan(self, req: Request, meta: ObjectMeta):
         return plan(req, meta.size, meta.etag, meta.last_modified,
-                    boundary=os.urandom(12).hex().encode(), max_ranges=self.app.max_ranges)
+                    boundary=_boundary, max_ranges=self.app.max_ranges)
 
     def _write_head(self, req: Request, p, cache_status: bytes) -> None:
         head = frame_head(p.status, p.headers, date=self.app.date, cache_status=cache_status,
@@ -239,13 +271,36 @@ class HttpProtocol(asyncio.Protocol):
         if not req.keep_alive:
             self._close()
 
+    def _head(self, req: Request, meta: ObjectMeta) -> bytes:
+        """The head of the plain 200 hit (no Range, no preconditions) of ``meta``."""
+        h = self.heads.get(req.key)
+        if h is None or h.meta is not meta:
+            p = self._plan(req, meta)
+            h = _Head(meta, *head_parts(p.status, p.headers, cache_status=HIT))
+            heads = self.heads
+            if len(heads) >= HEADS_MAX:
+                heads.clear()
+            heads[req.key] = h
+        date = self.app.date
+        if req.keep_alive and req.http_minor:
+            if h.date is not date:
+                h.head = h.before + date + h.after + _END_PLAIN
+                h.date = date
+            return h.head
+        return h.before + date + h.after + head_end(req.keep_alive, req.http_minor)
+
     def _handle_fast(self, req: Request) -> bool:
         """Answer ``req`` synchronously if that needs no I/O; False to hand it to the task."""
-        if self._precheck(req):
-            return True
-        meta = self.app.storage.meta_cached(req.key)
+        if req.error is not None or (req.method != b"GET" and req.method != b"HEAD") \
+                or not req.key:
+            return self._precheck(req)
+        storage = self.app.storage
+        meta = storage.meta_cached(req.key)
         if meta is None:
             return False
+        if (req.range is None and req.if_match is None and req.if_none_match is None
+                and req.if_modified_since is None and req.if_unmodified_since is None):
+            return self._handle_plain(req, meta)
         try:
             p = self._plan(req, meta)
         except RangeNotSatisfiable as err:
@@ -283,6 +338,55 @@ class HttpProtocol(asyncio.Protocol):
                           keep_alive=req.keep_alive, http_minor=req.http_minor)
         out.insert(0, head)
         self.app.stats_hit(p.content_length)
+        self.transport.writelines(out)
+        if self.transport.get_write_buffer_size():
+            self.held.extend(pinned)
+        else:
+            for x in pinned:
+                storage.release(x)
+        self._finish(req)
+        return True
+
+    def _handle_plain(self, req: Request, meta: ObjectMeta) -> bool:
+        """The 200 of a hit without Range or preconditions: the whole object, cached head."""
+        size = meta.size
+        head = self._head(req, meta)
+        if req.method == b"HEAD" or not size:     # no body; an empty object's GET is a hit
+            if req.method != b"HEAD":
+                self.app.stats_hit(0)
+            self.transport.write(head)
+            self._finish(req)
+            return True
+        if size > FAST_PATH_MAX:
+            return False
+        storage = self.app.storage
+        bs = storage.block_size
+        if size <= bs:
+            b = storage.pin_ready(meta, 0)
+            if b is None:
+                return False
+            self.app.stats_hit(size)
+            self.transport.writelines((head, storage.view(b, 0, size)))
+            if self.transport.get_write_buffer_size():
+                self.held.append(b)
+            else:
+                storage.release(b)
+            self._finish(req)
+            return True
+        out: list = [head]
+        pinned: list[Block] = []
+        pos = 0
+        while pos < size:
+            idx = pos // bs
+            b = storage.pin_ready(meta, idx)
+            if b is None:
+                for x in pinned:
+                    storage.release(x)
+                return False
+            pinned.append(b)
+            out.append(storage.view(b, 0, b.length))
+            pos += b.length
+        self.app.stats_hit(size)
         self.transport.writelines(out)
         if self.transport.get_write_buffer_size():
             self.held.extend(pinned)

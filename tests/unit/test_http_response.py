@@ -14,6 +14,8 @@ from edge.http import (
     Request,
     error_response,
     frame_head,
+    head_end,
+    head_parts,
     plan,
 )
 
@@ -288,3 +290,28 @@ def test_plan_multipart_coalesced_to_one_range_is_single_206() -> None:
 def test_plan_rejects_bad_boundaries(boundary: bytes) -> None:
     with pytest.raises(ValueError):
         plan(req(range=b"bytes=0-0,5-5"), SIZE, ETAG, LM, boundary=boundary)
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+@pytest.mark.parametrize("http_minor", [0, 1])
+@pytest.mark.parametrize("r", [req(), req(b"HEAD"), req(range=b"bytes=5-9"), req(if_match=b'"x"')])
+def test_head_parts_frame_the_same_head(r: Request, keep_alive: bool, http_minor: int) -> None:
+    p = make(r)
+    before, after = head_parts(p.status, p.headers, cache_status=b"edge; hit")
+    assert before + DATE + after + head_end(keep_alive, http_minor) == frame_head(
+        p.status, p.headers, date=DATE, cache_status=b"edge; hit", keep_alive=keep_alive,
+        http_minor=http_minor)
+
+
+def test_boundary_function_is_called_only_for_multipart() -> None:
+    calls = []
+
+    def boundary() -> bytes:
+        calls.append(1)
+        return BOUNDARY
+
+    for r in (req(), req(range=b"bytes=0-9"), req(b"HEAD", range=b"bytes=0-1,5-6")):
+        plan(r, SIZE, ETAG, LM, boundary=boundary)
+    assert calls == []
+    p = plan(req(range=b"bytes=0-1,5-6"), SIZE, ETAG, LM, boundary=boundary)
+    assert calls == [1] and p == make(req(range=b"bytes=0-1,5-6"))
