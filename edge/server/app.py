@@ -96,23 +96,24 @@ class App:
         self.bytes_sent: dict[str, int] = {}             # cache status -> body bytes
         self.access_log: AccessLog | None = AccessLog(config.access_log) if config.access_log else None
 
-    def record(self, *, status: int, cache_status: str, bytes_sent: int, req: Request | None = None,
-               client: str = "", size: int | None = None, first_byte: int | None = None,
-               last_byte: int | None = None, origin_ms: float | None = None,
-               started: float | None = None) -> None:
-        """Count one finished response, and log it when the access log is on."""
+    def count(self, status: int, cache_status: str, nbytes: int) -> None:
+        """Count one finished response (the per-request cost on the hit path)."""
         k = (status, cache_status)
         self.requests[k] = self.requests.get(k, 0) + 1
-        self.bytes_sent[cache_status] = self.bytes_sent.get(cache_status, 0) + bytes_sent
-        if self.access_log is not None and req is not None:
-            now = time.monotonic()
-            self.access_log.log(
-                time=time.time(), client=client, method=req.method.decode("latin-1"), key=req.key,
-                status=status, size=size,
-                range=req.range.decode("latin-1") if req.range is not None else None,
-                first_byte=first_byte, last_byte=last_byte, bytes_sent=bytes_sent,
-                cache_status=cache_status, origin_ms=origin_ms,
-                total_ms=(now - started) * 1000 if started is not None else None)
+        self.bytes_sent[cache_status] = self.bytes_sent.get(cache_status, 0) + nbytes
+
+    def log_access(self, req: Request, client: str, status: int, cache_status: str, nbytes: int,
+                   size: int | None, first_byte: int | None, last_byte: int | None,
+                   origin_ms: float | None, started: float | None) -> None:
+        """One access-log line (only called when the access log is on)."""
+        assert self.access_log is not None
+        self.access_log.log(
+            time=time.time(), client=client, method=req.method.decode("latin-1"), key=req.key,
+            status=status, size=size,
+            range=req.range.decode("latin-1") if req.range is not None else None,
+            first_byte=first_byte, last_byte=last_byte, bytes_sent=nbytes,
+            cache_status=cache_status, origin_ms=origin_ms,
+            total_ms=(time.monotonic() - started) * 1000 if started is not None else None)
 
     def _apply_limits(self, config: Config) -> None:
         self.limits = Limits(
@@ -217,13 +218,6 @@ class App:
                 self.reload()
             else:
                 log.warning("control journal: unknown command %r", cmd)
-
-    # The protocol's counters until it calls record() itself.
-    def stats_hit(self, nbytes: int) -> None:
-        self.record(status=200, cache_status="hit", bytes_sent=nbytes)
-
-    def stats_miss(self, nbytes: int) -> None:
-        self.record(status=200, cache_status="miss", bytes_sent=nbytes)
 
     def tick(self) -> None:
         """Once a second: clock and Date, timeouts, logs, metrics snapshot, control journal."""

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import os
 import re
+import time
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, cast
@@ -52,10 +53,13 @@ log = logging.getLogger("edge.server")
 FAST_PATH_MAX = 4 << 20     # responses up to this many body bytes may go out synchronously
 WINDOW = 4 << 20            # bytes queued to the transport before waiting for it to drain
 
+# RFC 9211 Cache-Status values, and their short names in metrics and the access log
 HIT = b"edge; hit"
 MISS = b"edge; fwd=miss"
 PARTIAL = b"edge; fwd=partial"
 BYPASS = b"edge; fwd=bypass"
+
+LABELS = {HIT: "hit", MISS: "miss", PARTIAL: "partial", BYPASS: "bypass"}
 
 _METHOD_NOT_ALLOWED_HEADERS = ((b"Allow", b"GET, HEAD"),)
 
@@ -98,6 +102,14 @@ def _first_block(req: Request, block_size: int) -> int | None:
     return int(m.group(1)) // block_size if m else None
 
 
+def _span(parts: list) -> tuple[int | None, int | None]:
+    """First and last (inclusive) object byte a body covers, for the access log."""
+    ranges = [x for x in parts if not isinstance(x, bytes)]
+    if not ranges or ranges[0][0] >= ranges[-1][1]:
+        return None, None
+    return ranges[0][0], ranges[-1][1] - 1
+
+
 def _origin_error(exc: BaseException) -> HTTPError:
     """502 naming the origin and why, or 504 when no replica answered in time."""
     if isinstance(exc, OriginTimeout):
@@ -128,11 +140,16 @@ class HttpProtocol(asyncio.Protocol):
         self.task: asyncio.Task | None = None
         self.last_activity = 0.0
         self.head_started = 0.0       # when the current unfinished request head began
+        self.peer = ""                # "ip:port" of the client, for the access log
+        self.body_sent = 0            # body bytes of the current streamed response queued so far
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = f"{peer[0]}:{peer[1]}"
         self.transport.set_write_buffer_limits(0, 0)
         self.last_activity = self.app.now
         self.app.connections.add(self)
@@ -241,8 +258,20 @@ class HttpProtocol(asyncio.Protocol):
             head_only=req is not None and req.method == b"HEAD",
         )
         self.transport.write(data)
+        self._done(req, err.status, cache_status, len(data) - data.index(b"\r\n\r\n") - 4)
         if not keep:
             self._close()
+
+    def _done(self, req: Request | None, status: int, cache_status: bytes, nbytes: int,
+              size: int | None = None, first: int | None = None, last: int | None = None,
+              origin_ms: float | None = None, started: float | None = None) -> None:
+        """Account one finished response: metrics, and the access log when it is on."""
+        app = self.app
+        label = LABELS[cache_status]
+        app.count(status, label, nbytes)
+        if app.access_log is not None and req is not None:
+            app.log_access(req, self.peer, status, label, nbytes, size, first, last, origin_ms,
+                           started)
 
     def _precheck(self, req: Request) -> bool:
         """Answer requests that need no object at all; True if answered."""
@@ -308,6 +337,7 @@ class HttpProtocol(asyncio.Protocol):
             return True
         if not p.send_body:
             self._write_head(req, p, HIT)
+            self._done(req, p.status, HIT, 0, meta.size)
             self._finish(req)
             return True
         if p.content_length > FAST_PATH_MAX:
@@ -337,7 +367,7 @@ class HttpProtocol(asyncio.Protocol):
         head = frame_head(p.status, p.headers, date=self.app.date, cache_status=HIT,
                           keep_alive=req.keep_alive, http_minor=req.http_minor)
         out.insert(0, head)
-        self.app.stats_hit(p.content_length)
+        self._done(req, p.status, HIT, p.content_length, meta.size, *_span(p.parts))
         self.transport.writelines(out)
         if self.transport.get_write_buffer_size():
             self.held.extend(pinned)
@@ -352,8 +382,7 @@ class HttpProtocol(asyncio.Protocol):
         size = meta.size
         head = self._head(req, meta)
         if req.method == b"HEAD" or not size:     # no body; an empty object's GET is a hit
-            if req.method != b"HEAD":
-                self.app.stats_hit(0)
+            self._done(req, 200, HIT, 0, size)
             self.transport.write(head)
             self._finish(req)
             return True
@@ -365,7 +394,7 @@ class HttpProtocol(asyncio.Protocol):
             b = storage.pin_ready(meta, 0)
             if b is None:
                 return False
-            self.app.stats_hit(size)
+            self._done(req, 200, HIT, size, size, 0, size - 1)
             self.transport.writelines((head, storage.view(b, 0, size)))
             if self.transport.get_write_buffer_size():
                 self.held.append(b)
@@ -386,7 +415,7 @@ class HttpProtocol(asyncio.Protocol):
             pinned.append(b)
             out.append(storage.view(b, 0, b.length))
             pos += b.length
-        self.app.stats_hit(size)
+        self._done(req, 200, HIT, size, size, 0, size - 1)
         self.transport.writelines(out)
         if self.transport.get_write_buffer_size():
             self.held.extend(pinned)
@@ -399,11 +428,19 @@ class HttpProtocol(asyncio.Protocol):
     async def _handle(self, req: Request) -> None:
         """The general path: origin lookups, fills, streaming. One at a time per connection."""
         head_sent = False
+        started = time.monotonic()
+        origin_ms: float | None = None
+        status = BYPASS
+        p = None
+        meta = None
+        self.body_sent = 0
         try:
             storage = self.app.storage
             meta_hit = storage.meta_cached(req.key) is not None
             try:
                 meta = await storage.meta(req.key, _first_block(req, storage.block_size))
+                if not meta_hit:
+                    origin_ms = (time.monotonic() - started) * 1000
             except NotFound:
                 self._send_error(HTTPError(404, "no such object"), req, MISS)
                 return
@@ -428,11 +465,11 @@ class HttpProtocol(asyncio.Protocol):
                         self.transport.write(part)
                     else:
                         await self._stream(meta, part[0], part[1])
-                if status is HIT:
-                    self.app.stats_hit(p.content_length)
-                else:
-                    self.app.stats_miss(p.content_length)
                 await self._drain()
+                self._done(req, p.status, status, p.content_length, meta.size, *_span(p.parts),
+                           origin_ms=origin_ms, started=started)
+            else:
+                self._done(req, p.status, status, 0, meta.size, origin_ms=origin_ms, started=started)
             self._finish(req)
         except asyncio.CancelledError:
             self._abort_if_open()
@@ -443,6 +480,9 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 log.info("response for %r aborted: %s", req.key, exc)
                 self._abort_if_open()
+                if p is not None and meta is not None:     # what was queued before the cut
+                    self._done(req, p.status, status, self.body_sent, meta.size, *_span(p.parts),
+                               origin_ms=origin_ms, started=started)
         except Exception:
             log.exception("internal error serving %r", req.key)
             if head_sent:
@@ -513,6 +553,7 @@ class HttpProtocol(asyncio.Protocol):
                         c = min(stop, storage.available(cur))
                     out.append(storage.view(cur, a, c))
                     queued += c - a
+                    self.body_sent += c - a
                     a = c
                 self.held.append(cur)
                 cur = None

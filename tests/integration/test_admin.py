@@ -161,3 +161,42 @@ def test_workers_share_purges_and_metrics(edge_factory, origin, tmp_path):
     text = call(aport, "/metrics", token=None)[2].decode()
     assert metric(text, "edge_purges_total") == 2    # one per worker
     assert metric(text, "edge_blocks") == 0
+
+
+def test_access_log_is_written_and_replayable(edge_factory, origin, tmp_path):
+    import subprocess
+    import sys
+
+    files = make_files(origin, {"v.bin": 3 << 20, "s.bin": 100})
+    log_path = tmp_path / "logs" / "access.log"
+    conf = tmp_path / "a.toml"
+    conf.write_text(f'[server]\nstate_dir = "{tmp_path}/state"\n[log]\naccess = "{log_path}"\n')
+    aport = free_port()
+    e = edge_factory(origin, "--cache-size", "16MiB", "--admin-listen", f"127.0.0.1:{aport}",
+                     config=str(conf), env_extra={"EDGE_ADMIN_TOKEN": TOKEN})
+    assert get(e.port, "/v.bin")[2] == files["v.bin"]
+    req = urllib.request.Request(f"http://127.0.0.1:{e.port}/v.bin", headers={"Range": "bytes=10-19"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 206 and r.read() == files["v.bin"][10:20]
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{e.port}/s.bin",
+                                                       method="HEAD"), timeout=10) as r:
+        assert r.status == 200
+    with pytest.raises(urllib.error.HTTPError):
+        get(e.port, "/missing.bin")
+    text = call(aport, "/metrics", token=None)[2].decode()
+    assert metric(text, "edge_requests_total", '{cache_status="hit",status="206"}') == 1
+    assert metric(text, "edge_requests_total", '{cache_status="miss",status="404"}') == 1
+    assert e.stop() == 0
+    lines = [json.loads(x) for x in log_path.read_text().splitlines()]
+    assert [(x["method"], x["key"], x["status"], x["cache_status"]) for x in lines] == [
+        ("GET", "v.bin", 200, "miss"), ("GET", "v.bin", 206, "hit"), ("HEAD", "s.bin", 200, "miss"),
+        ("GET", "missing.bin", 404, "miss")]
+    assert lines[0]["bytes_sent"] == 3 << 20 and lines[0]["first_byte"] == 0
+    assert lines[0]["last_byte"] == (3 << 20) - 1 and lines[0]["origin_ms"] is not None
+    assert lines[1]["range"] == "bytes=10-19" and (lines[1]["first_byte"], lines[1]["last_byte"]) == (10, 19)
+    assert lines[2]["last_byte"] is None and lines[0]["client"].startswith("127.0.0.1:")
+    r = subprocess.run([sys.executable, "-m", "edge", "sim", "--trace", str(log_path), "--cache-size",
+                        "8MiB", "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert rows[0]["policy"] == "wtinylfu" and 0 <= rows[0]["byte_miss_ratio"] <= 1
