@@ -425,8 +425,14 @@ def _supervise(config: Config, sock: socket.socket, workers: int) -> int:
 
 
 def configure_logging(level: str, path: str = "") -> None:
-    """The edge's own log: standard error, or appended to ``path``."""
-    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
+    """The edge's own log: standard error (""), standard output ("-"), or appended to ``path``."""
+    handler: logging.Handler
+    if path == "-":
+        handler = logging.StreamHandler(sys.stdout)
+    elif path:
+        handler = logging.FileHandler(path)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -200,3 +200,48 @@ def test_access_log_is_written_and_replayable(edge_factory, origin, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert rows[0]["policy"] == "wtinylfu" and 0 <= rows[0]["byte_miss_ratio"] <= 1
+
+
+def test_sigterm_lets_inflight_downloads_finish(edge_factory, origin, tmp_path):
+    """SIGTERM: stop accepting, finish what is in flight (bounded), save the index, exit 0."""
+    files = make_files(origin, {"slow.bin": 32 << 20})
+    arena = tmp_path / "arena"
+    conf = tmp_path / "t.toml"
+    conf.write_text(f'[server]\nstate_dir = "{tmp_path}/state"\n')
+    e = edge_factory(origin, "--cache-size", "64MiB", "--arena-path", str(arena), config=str(conf))
+    get(e.port, "/slow.bin")                                 # cached
+    s = socket.create_connection(("127.0.0.1", e.port))
+    s.sendall(b"GET /slow.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = s.recv(65536)                                      # the download has begun...
+    e.proc.send_signal(signal.SIGTERM)                       # ...when the edge is told to stop
+    time.sleep(0.3)
+    with pytest.raises(OSError):                             # no new connections
+        socket.create_connection(("127.0.0.1", e.port), timeout=2).close()
+    s.settimeout(20)
+    while True:                                              # the old one finishes, read slowly
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+        time.sleep(0.002)
+    s.close()
+    assert got.split(b"\r\n\r\n", 1)[1] == files["slow.bin"]
+    assert e.proc.wait(30) == 0
+    assert (tmp_path / "state" / f"index-{e.port}.bin").exists()
+
+
+def test_reload_keeps_open_connections_and_the_cache(admin_edge):
+    import http.client
+
+    e, aport, files, conf = admin_edge
+    conn = http.client.HTTPConnection("127.0.0.1", e.port, timeout=10)
+    conn.request("GET", "/b.bin")
+    r = conn.getresponse()
+    assert r.read() == files["b.bin"]
+    assert call(aport, "/reload", method="POST")[0] == 200
+    os.kill(e.proc.pid, signal.SIGHUP)
+    time.sleep(0.3)
+    conn.request("GET", "/b.bin")                            # the same keep-alive connection
+    r = conn.getresponse()
+    assert r.read() == files["b.bin"] and r.getheader("Cache-Status") == "edge; hit"
+    conn.close()
