@@ -14,7 +14,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext as _build_ext
 from setuptools.extension import Extension
 
-EXTENSIONS = ["arena", "sketch", "wtlfu"]
+EXTENSIONS = ["arena", "sketch", "wtlfu", "shm"]
 
 
 class build_ext(_build_ext):
@@ -68,7 +68,7 @@ setup(
         "cext", "eviction", "origin_clients", "edge.configs",
     ],
     package_dir={"edge.configs": "configs"},
-    package_data={"edge.configs": ["*.toml"], "cext": ["*.pyi", "*.pxd", "*.pyx"]},
+    package_data={"edge.configs": ["*.toml"], "cext": ["*.pyi", "*.pxd", "*.pyx", "includes/*.h"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext},
 )

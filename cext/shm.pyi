@@ -1,0 +1,114 @@
+"""Type stub of the shared cache (cext/shm.pyx); the twin is cext/_shm_py.py.
+
+One arena and one block index in shared memory for every worker process. See the theory of
+operation at the top of cext/shm.pyx.
+"""
+
+from types import TracebackType
+from typing import Any, Final, Self, final
+
+MAGIC: Final[int]
+LAYOUT_VERSION: Final[int]
+IMPL: Final[int]                 # 1 = compiled module, 2 = Python twin
+GONE: Final[int]                 # 0: the entry was removed (fill failed, owner died) or replaced
+FILLING: Final[int]              # 1: being filled by its owner; [0, filled) is readable
+READY: Final[int]                # 2: complete and verified; a hit
+MAX_WORKERS: Final[int]          # 62
+COUNTERS: Final[tuple[str, ...]]
+
+def class_sizes(page_size: int, min_chunk: int, growth: float) -> list[int]: ...
+def layout(arena_size: int, page_size: int, sizes: list[int], max_workers: int,
+           index_capacity: int) -> dict[str, int]: ...
+def wake_name(nonce: int, worker_id: int) -> bytes: ...
+
+# lookup_pin() result: (offset, length, state, filled, gen)
+Pinned = tuple[int, int, int, int, int]
+
+@final
+class SharedCache:
+    """A handle on the shared arena + index: the supervisor's (create) or a worker's (attach).
+
+    A handle belongs to one process and one thread (its pin counts are private). Fork first,
+    then attach in the child.
+    """
+
+    @classmethod
+    def create(
+        cls,
+        path: str,
+        arena_size: int,
+        page_size: int = 1 << 20,
+        *,
+        min_chunk: int = 1024,
+        growth: float = 1.25,
+        max_workers: int = 16,
+        index_capacity: int | None = None,   # power of two; default >= 16 per page, >= 1024
+        prefault: bool = False,
+    ) -> SharedCache:
+        """Create (or re-create, empty) ``path`` (the arena) and ``path + ".ctl"``; refused
+        while any process has them attached. The handle has worker_id -1: recover, evict,
+        stats, check; no pins, no fills."""
+    @classmethod
+    def attach(cls, path: str, worker_id: int) -> SharedCache:
+        """Attach worker ``worker_id``; recovers the id's previous process if it died
+        attached; refuses an id a live process holds."""
+    @property
+    def path(self) -> str | None: ...
+    @property
+    def worker_id(self) -> int: ...
+    @property
+    def arena_size(self) -> int: ...
+    @property
+    def page_size(self) -> int: ...
+    @property
+    def max_workers(self) -> int: ...
+    @property
+    def wake_fd(self) -> int:
+        """Readable after a watched fill progressed: ``loop.add_reader(wake_fd, ...)``."""
+    def chunk_size(self, nbytes: int) -> int:
+        """The chunk a block of ``nbytes`` occupies (its weight for the eviction policy)."""
+
+    # hit path: no lock in the compiled module
+    def lookup_pin(self, oid: bytes, idx: int) -> Pinned | None:
+        """Pin block (oid, idx) if indexed; None on a miss."""
+    def status(self, oid: bytes, idx: int, gen: int) -> tuple[int, int]:
+        """(state, filled) of that entry generation; (GONE, 0) once removed."""
+    def unpin(self, off: int) -> int:
+        """Drop one of this worker's pins; returns the pins it still holds there."""
+    def repin(self, off: int) -> int:
+        """One more pin on a chunk this worker already pins."""
+    def pins(self, off: int) -> int: ...
+    def view(self, off: int, length: int) -> memoryview:
+        """Writable view of a chunk this worker pins; no copy."""
+
+    # miss path: under the shared mutex
+    def begin_fill(self, oid: bytes, idx: int, length: int) -> int | None:
+        """Offset of a new FILLING block owned and pinned by this worker; -1 when there is no
+        memory or index room (evict and retry); None when already indexed (lookup_pin it)."""
+    def advance_fill(self, off: int, filled: int) -> bool:
+        """Publish [0, filled) landed (forward only); wakes watchers. False if gone."""
+    def finish_fill(self, off: int, checksum: int) -> bool:
+        """READY with its checksum; ValueError unless filled == length. False if gone."""
+    def fail_fill(self, off: int) -> None:
+        """Remove the fill (never a hit); its chunk is freed at its last unpin."""
+    def watch(self, oid: bytes, idx: int, gen: int) -> tuple[int, int]:
+        """Arm one wake-up for the next progress; returns (state, filled) now."""
+    def drain_wakeups(self) -> int: ...
+    def evict(self, oid: bytes, idx: int) -> bool:
+        """Remove and free a READY block only if no worker pins it."""
+    def info(self, oid: bytes, idx: int) -> dict[str, Any] | None: ...
+    def recover_worker(self, worker_id: int) -> dict[str, int]:
+        """After a worker died: clear its pins ({"chunks": n}) and drop its fills
+        ({"fills": m})."""
+    def check(self) -> dict[str, int]:
+        """Verify every invariant (quiescent moments); RuntimeError listing violations."""
+    def stats(self) -> dict[str, Any]: ...
+    def close(self) -> None:
+        """Detach (a worker releases its pins and fills first); idempotent."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
