@@ -10,6 +10,9 @@ token is not an open one.
   request fetches them fresh. Applied on every worker (edge/control.py).
 - ``POST /reload``: re-read the config file (as SIGHUP does); a bad file is refused and the
   running config stays. The answer lists what was applied and what needs a restart.
+- ``POST /blocks`` with ``{"key", "case_id", "reason"}`` (optional ``"actor"``, else the
+  ``X-Edge-Actor`` header, else the caller's address): a reviewed takedown; ``DELETE
+  /blocks/KEY`` reinstates; ``GET /blocks`` lists. See edge/takedowns.py.
 """
 from __future__ import annotations
 
@@ -130,6 +133,60 @@ async def post_reload(request: web.Request) -> web.Response:
     return _json(result, status=200 if result["ok"] else 400)
 
 
+def _actor(request: web.Request, body: dict[str, Any]) -> str:
+    """Who made a takedown change: the body's "actor", X-Edge-Actor, or the caller's address."""
+    actor = body.get("actor") or request.headers.get("X-Edge-Actor")
+    if isinstance(actor, str) and actor:
+        return actor[:200]
+    return f"admin@{request.remote or '?'}"
+
+
+async def post_blocks(request: web.Request) -> web.Response:
+    if (refused := _authorized(request)) is not None:
+        return refused
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    unknown = set(body) - {"key", "case_id", "reason", "actor"}
+    if unknown:
+        return _error(400, f"unknown field(s): {', '.join(sorted(unknown))}")
+    for field in ("key", "case_id", "reason"):
+        value = body.get(field)
+        if not isinstance(value, str) or not value.strip():
+            return _error(400, f"{field}: expected a non-empty string")
+    app: App = request.app[APP_KEY]  # type: ignore[assignment]
+    record = app.block(body["key"], case_id=body["case_id"], reason=body["reason"],
+                       actor=_actor(request, body))
+    log.warning("takedown: %r blocked (case %s) by %s", body["key"], body["case_id"], record["actor"])
+    return _json({"blocked": record}, status=201)
+
+
+async def delete_block(request: web.Request) -> web.Response:
+    if (refused := _authorized(request)) is not None:
+        return refused
+    key = request.match_info["key"]
+    body: dict[str, Any] = {}
+    if request.can_read_body:
+        got = await _body(request)
+        if isinstance(got, web.Response):
+            return got
+        body = got
+    app: App = request.app[APP_KEY]  # type: ignore[assignment]
+    actor = _actor(request, body)
+    if not app.unblock(key, actor=actor, case_id=str(body.get("case_id", "")),
+                       reason=str(body.get("reason", ""))):
+        return _error(404, f"{key!r} is not blocked")
+    log.warning("takedown: %r reinstated by %s", key, actor)
+    return _json({"unblocked": key})
+
+
+async def get_blocks(request: web.Request) -> web.Response:
+    if (refused := _authorized(request)) is not None:
+        return refused
+    app: App = request.app[APP_KEY]  # type: ignore[assignment]
+    return _json({"blocks": sorted(app.takedowns.entries.values(), key=lambda r: r["key"])})
+
+
 def make_admin_app(app: App) -> web.Application:
     a = web.Application(client_max_size=64 * 1024)
     a[APP_KEY] = app
@@ -138,4 +195,7 @@ def make_admin_app(app: App) -> web.Application:
     a.router.add_get("/stats", get_stats)
     a.router.add_post("/purge", post_purge)
     a.router.add_post("/reload", post_reload)
+    a.router.add_post("/blocks", post_blocks)
+    a.router.add_get("/blocks", get_blocks)
+    a.router.add_delete("/blocks/{key:.+}", delete_block)
     return a

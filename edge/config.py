@@ -63,6 +63,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "listen": "",
         "token": "",
     },
+    "takedowns": {
+        "policy_url": "",
+    },
     "log": {
         "level": "info",
         "file": "",
@@ -224,6 +227,7 @@ class Config:
     access_log: str
     admin_listen: tuple[str, int] | None
     admin_token: str
+    takedown_policy_url: str
     source: str = "<defaults>"
     raw: dict = field(default_factory=dict, compare=False, repr=False)
     overrides: dict = field(default_factory=dict, compare=False, repr=False)
@@ -392,6 +396,7 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         admin_listen=(parse_listen(merged["admin"]["listen"], "admin.listen")
                       if merged["admin"]["listen"] else None),
         admin_token=_str(merged["admin"]["token"], "admin.token"),
+        takedown_policy_url=_str(merged["takedowns"]["policy_url"], "takedowns.policy_url"),
         source=source,
         raw=raw,
         overrides=dict(overrides or {}),

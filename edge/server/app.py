@@ -27,6 +27,7 @@ from edge.cache import Storage
 from edge.config import Config
 from edge.control import Journal
 from edge.http import Limits, Request, format_http_date
+from edge.takedowns import Takedowns
 from origin_clients import make_origin
 from origin_clients.pool import OriginPool
 
@@ -86,6 +87,8 @@ class App:
         self.worker = worker
         self.workers = workers
         self.journal = Journal(os.path.join(config.state_dir, "control.jsonl"))
+        self.takedowns = Takedowns(config.state_dir)
+        self.blocked = self.takedowns.entries     # the request path's view: key -> record
         self.metrics_dir = os.path.join(config.state_dir, "metrics")
         self._apply_limits(config)
         self.readahead = config.readahead
@@ -209,10 +212,32 @@ class App:
             max(60.0, new.pool.deadline * 3),
             lambda: asyncio.ensure_future(old_pool.close()))
 
+    def block(self, key: str, *, case_id: str, reason: str, actor: str) -> dict:
+        """Take ``key`` down (after review): persisted, audited, purged, 451 on every worker."""
+        record = self.takedowns.block(key, case_id=case_id, reason=reason, actor=actor)
+        self._takedowns_changed([key])
+        return record
+
+    def unblock(self, key: str, *, actor: str, case_id: str = "", reason: str = "") -> bool:
+        done = self.takedowns.unblock(key, actor=actor, case_id=case_id, reason=reason)
+        if done:
+            self._takedowns_changed([])
+        return done
+
+    def _takedowns_changed(self, purge: list[str], broadcast: bool = True) -> None:
+        self.blocked = self.takedowns.entries
+        for key in purge:
+            self.storage.purge(key)
+        if broadcast and self.workers > 1:
+            self.journal.append({"op": "takedowns", "purge": purge})
+
     def apply_journal(self) -> None:
         for cmd in self.journal.poll():
             op = cmd.get("op")
-            if op == "purge":
+            if op == "takedowns":
+                self.takedowns.load()
+                self._takedowns_changed(list(cmd.get("purge", [])), broadcast=False)
+            elif op == "purge":
                 self.purge(key=cmd.get("key"), prefix=cmd.get("prefix"), broadcast=False)
             elif op == "reload":
                 self.reload()

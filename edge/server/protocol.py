@@ -251,7 +251,7 @@ class HttpProtocol(asyncio.Protocol):
     def _send_error(self, err: HTTPError, req: Request | None,
                     cache_status: bytes = BYPASS) -> None:
         keep = (req is not None and req.keep_alive and req.error is None
-                and err.status in (304, 404, 405, 412, 416))
+                and err.status in (304, 404, 405, 412, 416, 451))
         data = error_response(
             err, date=self.app.date, cache_status=cache_status, keep_alive=keep,
             http_minor=req.http_minor if req is not None else 1,
@@ -261,6 +261,13 @@ class HttpProtocol(asyncio.Protocol):
         self._done(req, err.status, cache_status, len(data) - data.index(b"\r\n\r\n") - 4)
         if not keep:
             self._close()
+
+    def _send_451(self, req: Request, record: dict) -> None:
+        """RFC 7725: the key was taken down after review."""
+        url = self.app.config.takedown_policy_url
+        headers = ((b"Link", f'<{url}>; rel="blocked-by"'.encode()),) if url else ()
+        case = str(record.get("case_id", ""))
+        self._send_error(HTTPError(451, f"taken down after review (case {case})", headers), req)
 
     def _done(self, req: Request | None, status: int, cache_status: bytes, nbytes: int,
               size: int | None = None, first: int | None = None, last: int | None = None,
@@ -323,6 +330,9 @@ class HttpProtocol(asyncio.Protocol):
         if req.error is not None or (req.method != b"GET" and req.method != b"HEAD") \
                 or not req.key:
             return self._precheck(req)
+        if self.app.blocked and req.key in self.app.blocked:
+            self._send_451(req, self.app.blocked[req.key])
+            return True
         storage = self.app.storage
         meta = storage.meta_cached(req.key)
         if meta is None:
