@@ -11,6 +11,7 @@ import sys
 
 from edge import config as cfg
 from edge.sim_cli import add_subcommands
+from edge.token_cli import add_subcommands as add_token_subcommands
 
 SERVE_EPILOG = """\
 With no --config, the embedded default (configs/edge.toml) is used: it serves the directory
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--admin-token", metavar="TOKEN",
                    help="bearer token of the admin API (admin.token; or EDGE_ADMIN_TOKEN)")
     add_subcommands(sub)
+    add_token_subcommands(sub)
     return p
 
 

@@ -66,6 +66,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "takedowns": {
         "policy_url": "",
     },
+    "auth": {
+        "secret": "",
+        "skew": "30s",
+    },
+    "ledger": {
+        "path": "",
+        "rotate_size": "64MiB",
+    },
     "log": {
         "level": "info",
         "file": "",
@@ -228,6 +236,10 @@ class Config:
     admin_listen: tuple[str, int] | None
     admin_token: str
     takedown_policy_url: str
+    auth_secret: str
+    auth_skew: float
+    ledger_path: str
+    ledger_rotate: int
     source: str = "<defaults>"
     raw: dict = field(default_factory=dict, compare=False, repr=False)
     overrides: dict = field(default_factory=dict, compare=False, repr=False)
@@ -397,6 +409,10 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
                       if merged["admin"]["listen"] else None),
         admin_token=_str(merged["admin"]["token"], "admin.token"),
         takedown_policy_url=_str(merged["takedowns"]["policy_url"], "takedowns.policy_url"),
+        auth_secret=_str(merged["auth"]["secret"], "auth.secret"),
+        auth_skew=parse_duration(merged["auth"]["skew"], "auth.skew", allow_off=True),
+        ledger_path=_str(merged["ledger"]["path"], "ledger.path"),
+        ledger_rotate=parse_size(merged["ledger"]["rotate_size"], "ledger.rotate_size"),
         source=source,
         raw=raw,
         overrides=dict(overrides or {}),

@@ -23,10 +23,12 @@ import cext
 from edge import config as cfg
 from edge import metrics
 from edge.accesslog import AccessLog
+from edge.budget import BudgetStore
 from edge.cache import Storage
 from edge.config import Config
 from edge.control import Journal
 from edge.http import Limits, Request, format_http_date
+from edge.ledger import Ledger
 from edge.takedowns import Takedowns
 from origin_clients import make_origin
 from origin_clients.pool import OriginPool
@@ -88,6 +90,13 @@ class App:
         self.workers = workers
         self.journal = Journal(os.path.join(config.state_dir, "control.jsonl"))
         self.takedowns = Takedowns(config.state_dir)
+        # Paid downloads: with a secret every request needs a token; budgets are shared by all
+        # workers (SQLite in state_dir); the ledger records every finished response.
+        self.auth_secret = config.auth_secret.encode() if config.auth_secret else None
+        self.budgets = (BudgetStore(os.path.join(config.state_dir, "budgets.sqlite"))
+                        if self.auth_secret else None)
+        self.ledger = (Ledger(config.ledger_path, rotate_bytes=config.ledger_rotate)
+                       if config.ledger_path else None)
         self.blocked = self.takedowns.entries     # the request path's view: key -> record
         self.metrics_dir = os.path.join(config.state_dir, "metrics")
         self._apply_limits(config)
@@ -252,6 +261,11 @@ class App:
             conn.check(self.now)
         if self.access_log is not None:
             self.access_log.flush()
+        loop = asyncio.get_running_loop()
+        if self.ledger is not None and self.ledger.pending_bytes:
+            loop.run_in_executor(None, self.ledger.flush)      # write + fsync off the loop
+        if self.budgets is not None:
+            loop.run_in_executor(None, self.budgets.checkpoint)
         if self.workers > 1:
             try:
                 metrics.write_snapshot(self.metrics_dir, self.worker, metrics.snapshot(self))
@@ -341,6 +355,10 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
             await admin.cleanup()
         if app.access_log is not None:
             app.access_log.close()
+        if app.ledger is not None:
+            app.ledger.close()
+        if app.budgets is not None:
+            app.budgets.close()
         await storage.close()
         await storage.origin.close()
         await asyncio.sleep(0)   # let aborted transports drop their buffers (arena views)

@@ -23,14 +23,19 @@ keeps order, and owns the I/O-side concerns:
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import re
+import socket
+import termios
 import time
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, cast
+from urllib.parse import unquote_to_bytes
 
+from edge import tokens
 from edge.cache import Block, FillError, ObjectMeta
 from edge.http import (
     HTTPError,
@@ -43,6 +48,7 @@ from edge.http import (
     head_parts,
     plan,
 )
+from edge.tokens import Grant, TokenError
 from origin_clients import NotFound, OriginError, OriginTimeout
 
 if TYPE_CHECKING:
@@ -102,6 +108,26 @@ def _first_block(req: Request, block_size: int) -> int | None:
     return int(m.group(1)) // block_size if m else None
 
 
+PAID_SLACK = 8 << 20        # most bytes a token may be sent twice (socket buffers of cut downloads)
+PAID_SNDBUF = 128 * 1024    # kernel send buffer of a paid response: stay close to the client
+
+
+class BudgetExhausted(ConnectionError):
+    """A paid response reached its token's byte budget: the connection is cut."""
+
+
+def _kernel_unsent(transport: asyncio.BaseTransport) -> int:
+    """Bytes the kernel still holds unsent for this socket (TIOCOUTQ); 0 if unknown."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        return int.from_bytes(buf, "little", signed=True)
+    except (OSError, ValueError):
+        return 0
+
+
 def _span(parts: list) -> tuple[int | None, int | None]:
     """First and last (inclusive) object byte a body covers, for the access log."""
     ranges = [x for x in parts if not isinstance(x, bytes)]
@@ -142,6 +168,9 @@ class HttpProtocol(asyncio.Protocol):
         self.head_started = 0.0       # when the current unfinished request head began
         self.peer = ""                # "ip:port" of the client, for the access log
         self.body_sent = 0            # body bytes of the current streamed response queued so far
+        self.undelivered = 0          # of those, bytes still unsent when the response was cut
+        self.grant: Grant | None = None       # the current request's download token
+        self.pay: tuple[str, int, int] | None = None   # paid response: (budget id, cap, slack)
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -262,6 +291,37 @@ class HttpProtocol(asyncio.Protocol):
         if not keep:
             self._close()
 
+    def _authorize(self, req: Request) -> Grant | None:
+        """The request's valid token, or None after answering 403 with the reason."""
+        token = None
+        if req.query:
+            for part in req.query.split(b"&"):
+                if part.startswith(b"token="):
+                    token = unquote_to_bytes(part[6:]).decode("latin-1")
+                    break
+        if token is None and req.authorization is not None:
+            scheme, _, value = req.authorization.partition(b" ")
+            if scheme.lower() == b"bearer":
+                token = value.strip().decode("latin-1")
+        try:
+            if not token:
+                raise TokenError(tokens.MISSING)
+            return tokens.verify(token, self.app.auth_secret, req.key, time.time(),  # type: ignore[arg-type]
+                                 self.app.config.auth_skew)
+        except TokenError as exc:
+            self._send_error(HTTPError(403, exc.reason), req)
+            return None
+
+    def _charge(self, start: int, end: int, batch: list) -> None:
+        """Before queueing object bytes [start, end) (``batch``, counted in body_sent already)
+        of a paid response: charge them to the token (edge/budget.py); cut the response when
+        the token has had what it paid for."""
+        assert self.pay is not None and self.app.budgets is not None
+        budget_id, cap, slack = self.pay
+        if not self.app.budgets.charge(budget_id, start, end, cap=cap, slack=slack):
+            self.body_sent -= sum(len(v) for v in batch)     # this batch never left
+            raise BudgetExhausted("the byte budget of this token is used up")
+
     def _send_451(self, req: Request, record: dict) -> None:
         """RFC 7725: the key was taken down after review."""
         url = self.app.config.takedown_policy_url
@@ -276,6 +336,11 @@ class HttpProtocol(asyncio.Protocol):
         app = self.app
         label = LABELS[cache_status]
         app.count(status, label, nbytes)
+        if app.ledger is not None and req is not None:
+            grant = self.grant
+            app.ledger.record(time=time.time(), receipt=grant.receipt if grant else None,
+                              key=req.key, tenant="", status=status, bytes_sent=nbytes,
+                              method=req.method.decode("latin-1"))
         if app.access_log is not None and req is not None:
             app.log_access(req, self.peer, status, label, nbytes, size, first, last, origin_ms,
                            started)
@@ -333,6 +398,12 @@ class HttpProtocol(asyncio.Protocol):
         if self.app.blocked and req.key in self.app.blocked:
             self._send_451(req, self.app.blocked[req.key])
             return True
+        if self.app.auth_secret is not None:
+            self.grant = self._authorize(req)
+            if self.grant is None:
+                return True                        # 403 sent
+            if req.method == b"GET":
+                return False                       # paid bytes take the accounted path
         storage = self.app.storage
         meta = storage.meta_cached(req.key)
         if meta is None:
@@ -467,6 +538,21 @@ class HttpProtocol(asyncio.Protocol):
                 status = self._cache_status(meta, p.parts)
             else:                       # HEAD, 304, 412: only the metadata was needed
                 status = HIT if meta_hit else MISS
+            if self.grant is not None and p.send_body and p.content_length:
+                g = self.grant
+                budgets = self.app.budgets
+                assert budgets is not None
+                cap = g.budget if g.budget is not None else meta.size
+                pay = (g.budget_id, cap, min(PAID_SLACK, meta.size // 4))
+                if not all(budgets.admits(pay[0], a, b, cap=pay[1], slack=pay[2])
+                           for a, b in (x for x in p.parts if not isinstance(x, bytes))):
+                    self._send_error(HTTPError(402, "the byte budget of this token is used up"), req,
+                                     status)
+                    return
+                self.pay = pay
+                sock = self.transport.get_extra_info("socket")
+                if sock is not None:      # run little ahead of the client: less to forgive
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PAID_SNDBUF)
             self._write_head(req, p, status)
             head_sent = True
             if p.send_body:
@@ -481,8 +567,11 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 self._done(req, p.status, status, 0, meta.size, origin_ms=origin_ms, started=started)
             self._finish(req)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:      # the client went away (or the server stops)
             self._abort_if_open()
+            if head_sent and p is not None and meta is not None:
+                self._done(req, p.status, status, self.body_sent - self.undelivered, meta.size,
+                           *_span(p.parts), origin_ms=origin_ms, started=started)
             raise
         except (FillError, ConnectionError) as exc:
             if not head_sent and isinstance(exc, FillError):
@@ -490,18 +579,23 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 log.info("response for %r aborted: %s", req.key, exc)
                 self._abort_if_open()
-                if p is not None and meta is not None:     # what was queued before the cut
-                    self._done(req, p.status, status, self.body_sent, meta.size, *_span(p.parts),
-                               origin_ms=origin_ms, started=started)
+                if p is not None and meta is not None:     # what got out before the cut
+                    self._done(req, p.status, status, self.body_sent - self.undelivered, meta.size,
+                               *_span(p.parts), origin_ms=origin_ms, started=started)
         except Exception:
             log.exception("internal error serving %r", req.key)
             if head_sent:
                 self._abort_if_open()
+                if p is not None and meta is not None:
+                    self._done(req, p.status, status, self.body_sent - self.undelivered, meta.size,
+                               *_span(p.parts), origin_ms=origin_ms, started=started)
             else:
                 self._send_error(HTTPError(500, "internal error"), req)
         finally:
+            self.pay = None
             self.busy = False
             self.task = None
+            self.grant = None
             if not self.closing:
                 self._run()
 
@@ -517,6 +611,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _abort_if_open(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.undelivered = self.transport.get_write_buffer_size() + _kernel_unsent(self.transport)
             self._abort()
         self.closing = True
 
@@ -541,6 +636,9 @@ class HttpProtocol(asyncio.Protocol):
         pos = start
         cur: Block | None = None      # the block being read; joins self.held once fully queued
         readahead = self.app.readahead
+        paid = self.pay is not None
+        window = bs if paid else WINDOW   # a paid stream is charged block by block
+        charged = start                   # object bytes before this were charged (paid only)
         last = (end - 1) // bs        # read-ahead stays inside the requested range
         try:
             while pos < end:
@@ -557,6 +655,9 @@ class HttpProtocol(asyncio.Protocol):
                     else:
                         if storage.available(cur) <= a:
                             if out:                   # first bytes go out before we wait
+                                if paid:
+                                    self._charge(charged, base + a, out)
+                                    charged = base + a
                                 transport.writelines(out)
                                 out = []
                             await storage.wait(cur, a + 1)
@@ -568,7 +669,10 @@ class HttpProtocol(asyncio.Protocol):
                 self.held.append(cur)
                 cur = None
                 pos = base + stop
-                if queued >= WINDOW or pos >= end:
+                if queued >= window or pos >= end:
+                    if paid:
+                        self._charge(charged, pos, out)
+                        charged = pos
                     transport.writelines(out)
                     out = []
                     queued = 0
