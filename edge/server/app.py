@@ -101,6 +101,7 @@ class App:
         self.metrics_dir = os.path.join(config.state_dir, "metrics")
         self._apply_limits(config)
         self.readahead = config.readahead
+        self.heads: dict = {}   # key -> the plain 200 head of its current version (protocol.py)
         self.connections: set = set()
         self.now = time.monotonic()
         self.date = format_http_date(time.time())

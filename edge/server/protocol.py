@@ -30,7 +30,6 @@ import re
 import socket
 import termios
 import time
-import weakref
 from collections import deque
 from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote_to_bytes
@@ -90,8 +89,6 @@ class _Head:
         self.head = b""         # the whole head for HTTP/1.1 keep-alive at ``date``
 
 
-# Per storage (so per worker): key -> _Head. Bounded; cleared when full.
-_heads: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _END_PLAIN = head_end(True, 1)
 
 
@@ -151,10 +148,7 @@ class HttpProtocol(asyncio.Protocol):
         # Set by connection_made (uvloop's transport is not an asyncio.Transport subclass).
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = RequestParser(app.limits)
-        heads = _heads.get(app.storage)
-        if heads is None:
-            heads = _heads[app.storage] = {}
-        self.heads: dict[str, _Head] = heads
+        self.heads: dict[str, _Head] = app.heads    # cached plain-hit heads, shared per worker
         self.queue: deque[Request | HTTPError] = deque()
         self.busy = False             # a request is being handled by the task
         self.closing = False
