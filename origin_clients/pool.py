@@ -34,8 +34,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .base import NotFound, ObjectInfo, Origin, OriginError, OriginTimeout, ValidatorMismatch
 
@@ -144,47 +145,14 @@ class OriginPool(Origin):
 
     # -- Origin interface -----------------------------------------------------------------
 
-    async def stat(self, key: str) -> ObjectInfo:
-        last: OriginError | None = None
-        absent: set[Replica] = set()   # replicas that said "not found": not asked again
-        try:
-            async with asyncio.timeout(self.deadline):
-                for round_ in range(self.retries + 1):
-                    order = [r for r in self.order() if r not in absent]
-                    if not order:
-                        break
-                    if round_:
-                        await asyncio.sleep(self._pause(round_))
-                    for r in order:
-                        r.stats.requests += 1
-                        try:
-                            info = await r.origin.stat(key)
-                        except NotFound as exc:
-                            self._ok(r)
-                            absent.add(r)
-                            if last is None or isinstance(last, NotFound):
-                                last = exc
-                            continue
-                        except OriginError as exc:
-                            self._failed(r, exc)
-                            last = exc
-                            if not exc.retryable and len(self.replicas) == 1:
-                                raise
-                            continue
-                        self._ok(r)
-                        return info
-        except TimeoutError:
-            raise OriginTimeout(self.name, f"no replica answered within {self.deadline:g}s"
-                                + (f" (last error: {last.message})" if last else "")) from None
-        assert last is not None
-        raise last   # NotFound only when every replica said so
+    async def _ask(self, key: str, attempt: Callable[[Replica, list[Replica]], Awaitable[tuple[Any, Replica]]]
+                   ) -> tuple[Any, Replica]:
+        """Run ``attempt(replica, the replicas after it)`` on replicas in order until one answers.
 
-    async def stat_read(self, key: str, start: int, end: int) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
-        """``stat`` and the first bytes in one request where the replica can; same failover.
-
-        Replicas are asked in order as for ``stat``; the bytes then come from the replica that
-        answered, and if it fails mid-way the rest comes through ``read`` (every replica, the
-        same validator), exactly as a normal read would continue.
+        "Not found" is the answer only when every replica says so (a replica may lag behind
+        another), and a replica that said it is not asked again; if some replica could not be
+        asked, its error is the answer. Rounds of retries with full-jitter backoff, bounded by
+        the deadline (then OriginTimeout).
         """
         last: OriginError | None = None
         absent: set[Replica] = set()
@@ -199,7 +167,7 @@ class OriginPool(Origin):
                     for i, r in enumerate(order):
                         r.stats.requests += 1
                         try:
-                            (info, it), r = await self._stat_read_first(key, start, end, r, order[i + 1:])
+                            result, winner = await attempt(r, order[i + 1:])
                         except NotFound as exc:
                             self._ok(r)
                             absent.add(r)
@@ -212,14 +180,33 @@ class OriginPool(Origin):
                             if not exc.retryable and len(self.replicas) == 1:
                                 raise
                             continue
-                        self._ok(r)
-                        return info, self._resume(key, info, min(start, info.size),
-                                                  min(end, info.size), it, r)
+                        self._ok(winner)
+                        return result, winner
         except TimeoutError:
             raise OriginTimeout(self.name, f"no replica answered within {self.deadline:g}s"
                                 + (f" (last error: {last.message})" if last else "")) from None
         assert last is not None
         raise last
+
+    async def stat(self, key: str) -> ObjectInfo:
+        async def attempt(r: Replica, rest: list[Replica]) -> tuple[ObjectInfo, Replica]:
+            return await r.origin.stat(key), r
+
+        info, _ = await self._ask(key, attempt)
+        return info  # type: ignore[no-any-return]
+
+    async def stat_read(self, key: str, start: int, end: int) -> tuple[ObjectInfo, AsyncIterator[bytes]]:
+        """``stat`` and the first bytes in one request where the replica can; same failover.
+
+        Replicas are asked in order as for ``stat`` (hedged like ``read``); the bytes then
+        come from the replica that answered, and if it fails mid-way the rest comes through
+        ``read`` (every replica, the same validator), as a normal read would continue.
+        """
+        async def attempt(r: Replica, rest: list[Replica]) -> tuple[Any, Replica]:
+            return await self._stat_read_first(key, start, end, r, rest)
+
+        (info, it), r = await self._ask(key, attempt)
+        return info, self._resume(key, info, min(start, info.size), min(end, info.size), it, r)
 
     async def _stat_read_first(
         self, key: str, start: int, end: int, r: Replica, rest: list[Replica],

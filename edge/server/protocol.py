@@ -509,6 +509,13 @@ class HttpProtocol(asyncio.Protocol):
         p = None
         meta = None
         self.body_sent = 0
+
+        def cut() -> None:
+            """Account a response cut short: what got out before the cut."""
+            if p is not None and meta is not None:
+                self._done(req, p.status, status, self.body_sent - self.undelivered, meta.size,
+                           *_span(p.parts), origin_ms=origin_ms, started=started)
+
         try:
             storage = self.app.storage
             meta_hit = storage.meta_cached(req.key) is not None
@@ -563,9 +570,8 @@ class HttpProtocol(asyncio.Protocol):
             self._finish(req)
         except asyncio.CancelledError:      # the client went away (or the server stops)
             self._abort_if_open()
-            if head_sent and p is not None and meta is not None:
-                self._done(req, p.status, status, self.body_sent - self.undelivered, meta.size,
-                           *_span(p.parts), origin_ms=origin_ms, started=started)
+            if head_sent:
+                cut()
             raise
         except (FillError, ConnectionError) as exc:
             if not head_sent and isinstance(exc, FillError):
@@ -573,16 +579,12 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 log.info("response for %r aborted: %s", req.key, exc)
                 self._abort_if_open()
-                if p is not None and meta is not None:     # what got out before the cut
-                    self._done(req, p.status, status, self.body_sent - self.undelivered, meta.size,
-                               *_span(p.parts), origin_ms=origin_ms, started=started)
+                cut()
         except Exception:
             log.exception("internal error serving %r", req.key)
             if head_sent:
                 self._abort_if_open()
-                if p is not None and meta is not None:
-                    self._done(req, p.status, status, self.body_sent - self.undelivered, meta.size,
-                               *_span(p.parts), origin_ms=origin_ms, started=started)
+                cut()
             else:
                 self._send_error(HTTPError(500, "internal error"), req)
         finally:
