@@ -93,7 +93,7 @@ def make_origin(
     if scheme == "file":
         from .file import FileOrigin
 
-        return FileOrigin(os.path.expanduser(location), name=name)
+        return FileOrigin(os.path.expanduser(location), name=name, threads=min(max_connections, 64))
     if scheme in ("http", "https"):
         from .http import HTTPOrigin
 

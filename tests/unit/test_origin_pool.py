@@ -263,3 +263,12 @@ def test_stat_read_is_hedged():
     t0 = time.monotonic()
     assert run(main()) == DATA[:1000]
     assert time.monotonic() - t0 < 1.0 and pool.replicas[1].stats.hedges == 1
+
+
+def test_every_origin_kind_honours_max_connections(tmp_path):
+    from origin_clients import make_origin
+
+    f = make_origin("f", str(tmp_path), max_connections=3)
+    assert f._pool._max_workers == 3                      # the file origin's I/O threads
+    h = make_origin("h", "http://127.0.0.1:9/", max_connections=5)
+    assert h.max_connections == 5                          # its connector's limit (test_origin_http)
