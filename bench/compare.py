@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""edge vs nginx, side by side, one command.
+"""edge vs nginx vs Varnish, side by side, one command.
 
     python bench/compare.py                    # full run: 3 rounds x 10 s per scenario/server
-    python bench/compare.py --quick            # smoke run (~1 minute)
+    python bench/compare.py --quick            # smoke run (~2 minutes)
     python bench/compare.py --scenarios get1k,range1m --rounds 5 --json /tmp/cmp.json
+    python bench/compare.py --workers 2        # 2 workers each, nothing pinned
 
 What it does:
 
 * makes a fresh directory under /dev/shm (removed at exit) holding 1k.bin (1 KiB),
   64k.bin (64 KiB) and 256m.bin (256 MiB), all random bytes;
 * starts nginx (``daemon off; master_process off; worker_processes 1``, sendfile, tcp_nopush,
-  no access log) and the edge (``python -m edge serve``, Cython extensions, anonymous arena
-  large enough for everything), both as children pinned to CPU 0 with ``taskset -c 0``;
-* warms the edge (every file fetched whole once) and checks that probes are cache hits;
+  no access log), the edge (``python -m edge serve``, Cython extensions, anonymous arena
+  large enough for everything) and Varnish (``varnishd -F``, ``-s malloc``, a VCL that caches
+  everything for a day, backend = that nginx), all as children pinned to CPU 0 with
+  ``taskset -c 0``; with ``--workers N`` nginx has N worker processes (and its master), the
+  edge ``--workers N``, Varnish its default thread pools, and nothing is pinned (wrk neither);
+* warms the edge and Varnish (every file fetched whole) and checks that probes are cache hits;
 * checks that both servers return the same bytes as the file for a few ranges (sanity);
 * runs ``taskset -c 1 wrk -t1 -cC -dDs --latency`` per scenario, alternating nginx, edge,
   nginx, edge ... for ``--rounds`` rounds, and reports the median per server and edge/nginx;
@@ -31,6 +35,16 @@ Scenarios (``--scenarios``, comma separated):
 * ``range1m`` ``Range: bytes=a-(a+1MiB-1)`` at a random offset ``a`` of the 256 MiB file, a new
   ``a`` per request (wrk Lua script, seeded math.random): MB/s of body (1 MB = 10^6 bytes)
 * ``get64k``  GET of the 64 KiB file (cache hits): requests/s and MB/s of body
+* ``multirange`` ``Range: bytes=a-(a+64KiB-1),b-(b+64KiB-1)`` with ``a`` random in the first half
+  and ``b`` in the second half of the 256 MiB file (``multipart/byteranges``): requests/s and
+  MB/s of range payload (2 x 64 KiB per response; multipart framing not counted). A server that
+  answers it with anything but a 206 multipart (Varnish serves one range only and answers 200
+  with the whole object) is reported as "not supported" and not run.
+* ``zipf``    GET of ``/z/NNNNN.bin`` drawn from a Zipf(``--zipf-s``) distribution over a
+  catalogue of ``--zipf-files`` files of 16-256 KiB; the edge and Varnish are restarted for this
+  scenario with a cache of ``--zipf-cache-size`` (smaller than the catalogue), so the tail
+  misses; nginx serves the files from tmpfs. MB/s here is all bytes wrk read (headers are
+  < 0.3% of a response); the edge's hit ratio over the measured runs comes from its /stats.
 
 Every run is bounded (wrk ``-d``, a timeout on each child), an overall ``--deadline`` stops the
 whole thing, and every child is stopped by its PID in a ``finally`` block.
@@ -63,12 +77,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KiB, MiB = 1 << 10, 1 << 20
 
 FILES = {"1k.bin": 1 * KiB, "64k.bin": 64 * KiB, "256m.bin": 256 * MiB}
+SERVER_ORDER = ("nginx", "edge", "varnish")
+PEERS = ("nginx", "varnish")  # the edge's ratios are against these
 
 # name -> (file, description, body bytes per response, range length or None, metrics shown)
 SCENARIOS = {
     "get1k": ("1k.bin", "1 KiB GET hits", 1 * KiB, None, ("rps",)),
     "range1m": ("256m.bin", "1 MiB ranges, random offsets in 256 MiB", 1 * MiB, 1 * MiB, ("mbps",)),
     "get64k": ("64k.bin", "64 KiB GET hits", 64 * KiB, None, ("rps", "mbps")),
+    "multirange": ("256m.bin", "2-part multi-range, 2 x 64 KiB in 256 MiB", 128 * KiB, 64 * KiB,
+                   ("rps", "mbps")),
+    "zipf": ("", "Zipf mix with misses (16-256 KiB files)", 0, None, ("rps", "mbps")),
 }
 METRIC_UNIT = {"rps": "req/s", "mbps": "MB/s"}
 
@@ -95,10 +114,49 @@ request = function()
 end
 """
 
+LUA_MULTI = r"""
+math.randomseed(%(seed)d)
+local half, len = %(half)d, %(len)d
+request = function()
+  local a = math.random(0, half - len)
+  local b = half + math.random(0, half - len)
+  return wrk.format("GET", "%(path)s", {["Range"] = "bytes=" .. a .. "-" .. (a + len - 1) ..
+                                         "," .. b .. "-" .. (b + len - 1)})
+end
+"""
+
+LUA_ZIPF = r"""
+math.randomseed(%(seed)d)
+local n, s = %(n)d, %(s)f
+local cdf, acc = {}, 0
+for i = 1, n do acc = acc + 1 / i ^ s; cdf[i] = acc end
+for i = 1, n do cdf[i] = cdf[i] / acc end
+request = function()
+  local u, lo, hi = math.random(), 1, n
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if cdf[mid] < u then lo = mid + 1 else hi = mid end
+  end
+  return wrk.format("GET", string.format("/z/%%05d.bin", lo))
+end
+"""
+
+VARNISH_VCL = """\
+vcl 4.1;
+backend default {{
+    .host = "127.0.0.1";
+    .port = "{port}";
+}}
+sub vcl_backend_response {{
+    set beresp.ttl = 1d;
+    set beresp.grace = 1h;
+}}
+"""
+
 NGINX_CONF = """\
 daemon off;
-master_process off;
-worker_processes 1;
+master_process {master};
+worker_processes {workers};
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{
@@ -122,6 +180,15 @@ http {{
     }}
 }}
 """
+
+
+def varnish_size(size: str) -> str:
+    """'64MiB', '1GiB', '1G', '512M', a plain number of bytes -> varnishd's BYTES ('65536k')."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?B)?\s*", size)
+    if not m:
+        raise ValueError(f"cannot read size {size!r}")
+    mult = 1 << (10 * " KMGT".index(m.group(2).upper() or " "))
+    return f"{int(float(m.group(1)) * mult) // 1024}k"
 
 
 class Deadline(Exception):
@@ -153,6 +220,21 @@ def cpu_snapshot() -> dict[int, tuple[str, float, int]]:
         comm = data[data.find("(") + 1:data.rfind(")")]
         snap[pid] = (comm, sum(int(x) for x in rest[11:15]) / CLK_TCK, ppid)
     return snap
+
+
+def tree(snaps: list[dict], root: int) -> set[int]:
+    """``root`` and its descendants in any of the cpu_snapshot()s (workers, Varnish's child)."""
+    kids: dict[int, set[int]] = {}
+    for snap in snaps:
+        for pid, (_, _, ppid) in snap.items():
+            kids.setdefault(ppid, set()).add(pid)
+    out, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo.extend(kids.get(pid, ()))
+    return out
 
 
 def cpu_times() -> dict[str, tuple[int, int, int]]:
@@ -213,6 +295,14 @@ class Bench:
         self.proc: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, list[str]] = {}
         self.noise_spent = 0.0  # seconds spent waiting for quiet and re-running noisy runs
+        self.unsupported: dict[tuple[str, str], str] = {}  # (scenario, server) -> why not run
+        self.zipf_files: list[tuple[str, int]] = []  # (name under www/, size), rank order
+        self.zipf_stats: dict = {}
+        self.starts = 0
+
+    def pin(self, cpus: str) -> list[str]:
+        """The taskset prefix, or nothing in --workers N > 1 mode (nothing pinned)."""
+        return [] if self.args.unpinned else ["taskset", "-c", cpus]
 
     # ------------------------------------------------------------------ helpers
     def remaining(self, want: float | None = None) -> float:
@@ -245,20 +335,24 @@ class Bench:
         finally:
             conn.close()
 
-    def wait_http(self, name: str, proc: subprocess.Popen, port: int, timeout: float = 30) -> None:
+    def wait_http(self, name: str, proc: subprocess.Popen, port: int, timeout: float = 30,
+                  path: str = "/1k.bin") -> None:
         t0, last = time.monotonic(), None
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with status {proc.returncode} during start")
             try:
-                st, _, _ = self.get(port, "/1k.bin", timeout=5)
+                st, _, _ = self.get(port, path, timeout=5)
                 if st == 200:
                     return
-                raise RuntimeError(f"{name}: GET /1k.bin answered {st}")
+                if name == "varnish" and st == 503 and time.monotonic() - t0 < timeout:
+                    time.sleep(0.2)  # its child may still be starting
+                    continue
+                raise RuntimeError(f"{name}: GET {path} answered {st}")
             except (ConnectionError, OSError, http.client.HTTPException) as exc:
                 last = exc
             if time.monotonic() - t0 > timeout:
-                raise RuntimeError(f"{name} did not answer GET /1k.bin on port {port} within "
+                raise RuntimeError(f"{name} did not answer GET {path} on port {port} within "
                                    f"{timeout:.0f}s (last error: {last!r})")
             self.remaining()
             time.sleep(0.1)
@@ -269,7 +363,8 @@ class Bench:
 
     def new_log_errors(self, server: str, sizes: dict[str, int]) -> list[str]:
         """Error-looking lines the server logged since ``sizes`` was taken."""
-        bad = re.compile(r"\b(ERROR|CRITICAL|Traceback)\b|\[(error|crit|alert|emerg)\]")
+        bad = re.compile(r"\b(ERROR|CRITICAL|Traceback|Panic)\b|\[(error|crit|alert|emerg)\]"
+                         r"|Child \(\d+\) (died|not responding)")
         out = []
         for path in self.logs.get(server, []):
             if not os.path.exists(path):
@@ -314,6 +409,32 @@ class Bench:
                     left -= len(chunk)
             os.chmod(path, 0o644)
         self.log(f"files in {self.www}: " + ", ".join(f"{n} ({s} B)" for n, s in FILES.items()))
+        if "zipf" in self.args.scenarios:
+            a = self.args
+            rng = random.Random(a.seed + 3)
+            os.mkdir(os.path.join(self.www, "z"), 0o755)
+            blob = os.urandom(256 * KiB + 4096)
+            for i in range(1, a.zipf_files + 1):
+                size = rng.randrange(16 * KiB, 256 * KiB + 1)
+                name = f"z/{i:05d}.bin"
+                off = rng.randrange(0, 4096)
+                with open(os.path.join(self.www, name), "wb") as f:  # distinct bytes per file
+                    f.write(i.to_bytes(4, "little") + blob[off:off + size - 4])
+                os.chmod(os.path.join(self.www, name), 0o644)
+                self.zipf_files.append((name, size))
+            w = [1 / (i ** a.zipf_s) for i in range(1, a.zipf_files + 1)]
+            tot = sum(w)
+            self.zipf_mean = sum(wi / tot * sz for wi, (_, sz) in zip(w, self.zipf_files, strict=True))
+            cat = sum(sz for _, sz in self.zipf_files)
+            self.log(f"zipf catalogue: {a.zipf_files} files, {cat / MiB:.0f} MiB, s={a.zipf_s}, "
+                     f"mean response body {self.zipf_mean / KiB:.0f} KiB")
+            self.zipf_catalogue_bytes = cat
+
+    def body_len(self, scen: str) -> float:
+        return self.zipf_mean if scen == "zipf" else SCENARIOS[scen][2]
+
+    def file_size(self, name: str) -> int:
+        return FILES.get(name) or os.path.getsize(os.path.join(self.www, name))
 
     def file_bytes(self, name: str, start: int, end_incl: int) -> bytes:
         with open(os.path.join(self.www, name), "rb") as f:
@@ -327,10 +448,12 @@ class Bench:
             port = self.free_port()
             conf = os.path.join(d, "nginx.conf")
             with open(conf, "w") as f:
-                f.write(NGINX_CONF.format(d=d, port=port, root=self.www))
+                f.write(NGINX_CONF.format(d=d, port=port, root=self.www,
+                                          master="on" if self.args.workers > 1 else "off",
+                                          workers=self.args.workers))
             errf = open(os.path.join(d, "stderr.log"), "ab")
             proc = subprocess.Popen(
-                ["taskset", "-c", self.args.server_cpu, "nginx", "-p", d + "/", "-c", conf,
+                self.pin(self.args.server_cpu) + ["nginx", "-p", d + "/", "-c", conf,
                  "-e", os.path.join(d, "error.log")],
                 stdin=subprocess.DEVNULL, stdout=errf, stderr=errf, start_new_session=True)
             self.children.append(proc)
@@ -347,21 +470,27 @@ class Bench:
                     continue
                 raise RuntimeError(f"{exc}\nnginx error.log tail:\n{err}") from None
 
-    def start_edge(self) -> None:
-        d = os.path.join(self.workdir, "edge")
+    def start_edge(self, cache_size: str | None = None) -> None:
+        self.starts += 1
+        d = os.path.join(self.workdir, f"edge{self.starts}")
         os.mkdir(d)
+        cache_size = cache_size or self.args.cache_size
         env = dict(os.environ)
         env.pop("EDGE_NO_EXTENSIONS", None)  # the compiled extensions, always
         env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.admin_token = "bench-" + os.urandom(8).hex()
+        env["EDGE_ADMIN_TOKEN"] = self.admin_token
+        self.admin_port = self.free_port()
         self.edge_cmd = [
             sys.executable, "-m", "edge", "serve", "--listen", "127.0.0.1:0",
-            "--origin", self.www, "--cache-size", self.args.cache_size, "--block-size", "1MiB",
-            "--arena-path", "anonymous",
+            "--origin", self.www, "--cache-size", cache_size, "--block-size", "1MiB",
+            "--arena-path", "anonymous", "--workers", str(self.args.workers),
+            "--admin-listen", f"127.0.0.1:{self.admin_port}",
         ]
         self.edge_stderr = os.path.join(d, "stderr.log")
         errf = open(self.edge_stderr, "ab")
         # cwd = a scratch dir so that the edge's state_dir (./edge-state) lands in it
-        proc = subprocess.Popen(["taskset", "-c", self.args.server_cpu] + self.edge_cmd, cwd=d,
+        proc = subprocess.Popen(self.pin(self.args.server_cpu) + self.edge_cmd, cwd=d,
                                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=errf, start_new_session=True)
         self.children.append(proc)
@@ -397,17 +526,104 @@ class Bench:
             raise RuntimeError(f"{exc}\nedge stdout: {line}\nedge stderr tail:\n{err}") from None
         self.log(f"edge: pid {proc.pid}, {line}")
 
+    def edge_stats(self) -> dict:
+        """The edge's /stats (admin API, bearer token); {} when it does not answer."""
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+            conn.request("GET", "/stats", headers={"Authorization": f"Bearer {self.admin_token}"})
+            r = conn.getresponse()
+            body = r.read()
+            conn.close()
+            return json.loads(body) if r.status == 200 else {}
+        except (OSError, http.client.HTTPException, ValueError):
+            return {}
+
+    def start_varnish(self, storage: str | None = None) -> None:
+        """varnishd -F as our child (its manager; the cache child is the manager's child), a VCL
+        that caches every 200/206 for a day, backend = our nginx, malloc storage."""
+        self.starts += 1
+        d = os.path.join(self.workdir, f"varnish{self.starts}")
+        os.mkdir(d)
+        vcl = os.path.join(d, "bench.vcl")
+        with open(vcl, "w") as f:
+            f.write(VARNISH_VCL.format(port=self.port["nginx"]))
+        storage = storage or self.args.varnish_storage
+        for attempt in range(5):
+            port = self.free_port()
+            errf = open(os.path.join(d, "stderr.log"), "ab")
+            self.varnish_cmd = [
+                "varnishd", "-F", "-j", "none", "-n", os.path.join(d, "n"), "-T", "none",
+                "-a", f"127.0.0.1:{port}", "-f", vcl, "-s", f"malloc,{varnish_size(storage)}",
+                "-p", "http_range_support=on", "-p", "default_keep=0",
+            ]
+            proc = subprocess.Popen(self.pin(self.args.server_cpu) + self.varnish_cmd, cwd=d,
+                                    stdin=subprocess.DEVNULL, stdout=errf, stderr=errf,
+                                    start_new_session=True)
+            self.children.append(proc)
+            try:
+                self.wait_http("varnish", proc, port, timeout=60)
+                self.proc["varnish"], self.port["varnish"] = proc, port
+                self.logs["varnish"] = [os.path.join(d, "stderr.log")]
+                self.varnish_dir = os.path.join(d, "n")
+                self.log(f"varnish: pid {proc.pid}, http://127.0.0.1:{port}/ (-s malloc,{storage})")
+                return
+            except RuntimeError as exc:
+                self.stop(proc, "varnish")
+                err = open(os.path.join(d, "stderr.log"), errors="replace").read()[-2000:]
+                if "in use" in err and attempt < 4:
+                    continue
+                raise RuntimeError(f"{exc}\nvarnishd output tail:\n{err}") from None
+
+    def restart(self, server: str, cache: str) -> None:
+        """A fresh edge or Varnish with another cache size (the zipf scenario)."""
+        if server in self.proc:
+            self.stop(self.proc[server], server)
+        if server == "edge":
+            self.start_edge(cache)
+        else:
+            self.start_varnish(cache)
+
     # ------------------------------------------------------------------ warm + sanity
-    def warm_edge(self) -> None:
+    def fetch_check(self, server: str, name: str, size: int) -> None:
+        st, h, body = self.get(self.port[server], "/" + name, timeout=120)
+        if st != 200 or len(body) != size:
+            raise RuntimeError(f"{server} warm-up GET /{name}: status {st}, "
+                               f"{len(body)} B of {size}")
+        if hashlib.sha256(body).digest() != hashlib.sha256(
+                self.file_bytes(name, 0, size - 1)).digest():
+            raise RuntimeError(f"{server} warm-up GET /{name}: body differs from the file")
+
+    def warm_varnish(self) -> None:
         t0 = time.monotonic()
         for name, size in FILES.items():
-            st, h, body = self.get(self.port["edge"], "/" + name, timeout=120)
-            if st != 200 or len(body) != size:
-                raise RuntimeError(f"edge warm-up GET /{name}: status {st}, "
-                                   f"{len(body)} B of {size}")
-            if hashlib.sha256(body).digest() != hashlib.sha256(
-                    self.file_bytes(name, 0, size - 1)).digest():
-                raise RuntimeError(f"edge warm-up GET /{name}: body differs from the file")
+            self.fetch_check("varnish", name, size)
+        rng = random.Random(self.args.seed + 1)
+        probes = [("/" + n, {}) for n in FILES]
+        for _ in range(8):
+            a = rng.randrange(0, FILES["256m.bin"] - MiB)
+            probes.append(("/256m.bin", {"Range": f"bytes={a}-{a + MiB - 1}"}))
+        misses = []
+        for path, hdrs in probes:  # a hit has two transaction ids in X-Varnish
+            st, h, _ = self.get(self.port["varnish"], path, hdrs)
+            if len(h.get("x-varnish", "").split()) != 2:
+                misses.append(f"{path} {hdrs} -> {st} X-Varnish: {h.get('x-varnish')!r}")
+        if misses:
+            self.note("varnish probes after warm-up were not all hits: " + "; ".join(misses))
+        else:
+            self.log(f"varnish warmed in {time.monotonic() - t0:.1f}s; {len(probes)} probes "
+                     "are hits (X-Varnish has two ids)")
+
+    def warm_edge(self) -> None:
+        t0 = time.monotonic()
+        # with N workers each has its own arena and the kernel spreads connections
+        # (SO_REUSEPORT): fetch every file over enough new connections to reach every worker
+        passes = 1 if self.args.workers == 1 else 6 * self.args.workers
+        for name, size in FILES.items():
+            for _ in range(passes if size <= 64 * KiB else 1):
+                self.fetch_check("edge", name, size)
+        if passes > 1:  # the big file: whole-object GETs until every probe hits (bounded)
+            for _ in range(passes):
+                st, h, _ = self.get(self.port["edge"], "/256m.bin")
         self.log(f"edge warmed in {time.monotonic() - t0:.1f}s")
         # every file again, and some ranges of the big one: all should be hits now
         rng = random.Random(self.args.seed + 1)
@@ -457,6 +673,60 @@ class Bench:
                     + " (compared with the file)")
         self.log(f"sanity: {len(cases)} requests (whole files and ranges) give identical bytes "
                  f"from {', '.join(self.servers)} and the file")
+        if "multirange" in self.args.scenarios:
+            self.sanity_multirange(rng)
+        if "zipf" in self.args.scenarios:
+            picks = [self.zipf_files[0], self.zipf_files[1], self.zipf_files[-1]] + rng.sample(
+                self.zipf_files, 3)
+            for name, size in picks:
+                for server in self.servers:
+                    self.fetch_check(server, name, size)
+            self.log(f"sanity: {len(picks)} zipf catalogue files identical from "
+                     f"{', '.join(self.servers)}")
+
+    def sanity_multirange(self, rng: random.Random) -> None:
+        """2-part ranges must come back as 206 multipart/byteranges with the right parts; a
+        server that answers otherwise (Varnish: 200, whole object) is marked unsupported."""
+        big, ln = FILES["256m.bin"], 64 * KiB
+        for _ in range(4):
+            a = rng.randrange(0, big // 2 - ln)
+            b = big // 2 + rng.randrange(0, big // 2 - ln)
+            rngs = [(a, a + ln - 1), (b, b + ln - 1)]
+            hdrs = {"Range": "bytes=" + ",".join(f"{x}-{y}" for x, y in rngs)}
+            for server in self.servers:
+                if ("multirange", server) in self.unsupported:
+                    continue
+                st, h, body = self.get(self.port[server], "/256m.bin", hdrs)
+                ctype = h.get("content-type", "")
+                m = re.search(r'boundary="?([^";]+)"?', ctype)
+                if st != 206 or not ctype.startswith("multipart/byteranges") or not m:
+                    why = (f"answers a 2-part Range with {st} {ctype!r}"
+                           f" ({len(body)} B body)")
+                    if st == 200 and len(body) == big:
+                        why += ": the whole object"
+                    self.unsupported[("multirange", server)] = why
+                    self.note(f"multirange: {server} {why}; not run")
+                    continue
+                parts = body.split(b"--" + m.group(1).encode())
+                got = []
+                for part in parts[1:]:
+                    if part.startswith(b"--"):
+                        break
+                    head, _, data = part.partition(b"\r\n\r\n")
+                    cr = re.search(rb"Content-Range: bytes (\d+)-(\d+)/(\d+)", head, re.I)
+                    if not cr:
+                        raise RuntimeError(f"sanity: {server} multirange part without "
+                                           f"Content-Range: {head[:200]!r}")
+                    x, y = int(cr.group(1)), int(cr.group(2))
+                    got.append((x, y))
+                    if data[:y - x + 1] != self.file_bytes("256m.bin", x, y) or \
+                            data[y - x + 1:] not in (b"\r\n", b""):
+                        raise RuntimeError(f"sanity: {server} multirange part {x}-{y} differs")
+                if got != rngs:
+                    raise RuntimeError(f"sanity: {server} multirange parts {got}, want {rngs}")
+        ok = [s for s in self.servers if ("multirange", s) not in self.unsupported]
+        self.log(f"sanity: 2-part ranges give 206 multipart/byteranges with the right bytes from "
+                 f"{', '.join(ok) or 'no server'}")
 
     # ------------------------------------------------------------------ wrk
     def write_lua(self) -> None:
@@ -466,7 +736,13 @@ class Bench:
         for scen, (fname, _, _, rlen, _) in SCENARIOS.items():
             path = os.path.join(d, scen + ".lua")
             body = LUA_DONE
-            if rlen:
+            if scen == "multirange":
+                body = LUA_MULTI % {"seed": self.args.seed, "half": FILES[fname] // 2,
+                                    "len": rlen, "path": "/" + fname} + body
+            elif scen == "zipf":
+                body = LUA_ZIPF % {"seed": self.args.seed, "n": self.args.zipf_files,
+                                   "s": self.args.zipf_s} + body
+            elif rlen:
                 body = LUA_RANGE % {"seed": self.args.seed, "size": FILES[fname], "len": rlen,
                                     "path": "/" + fname} + body
             with open(path, "w") as f:
@@ -474,15 +750,16 @@ class Bench:
             self.lua[scen] = path
 
     def wrk(self, scen: str, server: str, duration: float, record: bool = True) -> dict:
-        fname, _, body_len, _, _ = SCENARIOS[scen]
+        fname = SCENARIOS[scen][0]
+        body_len = self.body_len(scen)
         port, proc_srv = self.port[server], self.proc[server]
         url = f"http://127.0.0.1:{port}/{fname}"
-        cmd = ["taskset", "-c", self.args.client_cpu, "wrk", "-t1", f"-c{self.args.connections}",
+        cmd = self.pin(self.args.client_cpu) + [
+               "wrk", f"-t{self.args.wrk_threads}", f"-c{self.args.connections}",
                f"-d{duration:g}s", "--latency", "-s", self.lua[scen], url]
         if self.remaining() < duration + 5:  # do not start a run that cannot finish in time
             raise Deadline(f"overall deadline of {self.args.deadline:.0f}s: no time left for "
                            f"a {duration:g}s run")
-        mine = {os.getpid()} | {p.pid for p in self.proc.values()}
         log0 = self.log_sizes()
         snap0, t0 = cpu_snapshot(), time.monotonic()
         stat0, ru0 = cpu_times(), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -502,13 +779,18 @@ class Bench:
         text = out.decode(errors="replace")
         run = {"scenario": scen, "server": server, "cmd": " ".join(cmd), "rc": proc.returncode,
                "problems": []}
+        # every server is a process tree (nginx master + workers, the edge's supervisor +
+        # workers, varnishd's manager + cache child): account each tree as that server
+        snaps = [snap0, snap1]
+        trees = {k: tree(snaps, p.pid) for k, p in self.proc.items()}
+        mine = {os.getpid()}.union(*trees.values())
         # CPU of everything else on the machine during the run, in CPUs (1.0 = one busy CPU)
         others, top = cpu_used(snap0, snap1, exclude=mine)
         run["foreign_cpu"] = others / wall
         run["foreign_top"] = [f"{comm}[{pid}] {t / wall:.0%}" for t, pid, comm in top]
-        peers = {p.pid for k, p in self.proc.items() if k != server}
+        peers = set().union(*(t for k, t in trees.items() if k != server))
         run["idle_peer_cpu"] = cpu_used(snap0, snap1, pids=peers)[0] / wall if peers else 0.0
-        run["server_cpu"] = cpu_used(snap0, snap1, pids={proc_srv.pid})[0] / wall
+        run["server_cpu"] = cpu_used(snap0, snap1, pids=trees[server])[0] / wall
         # wrk is the only child reaped during the run: its CPU time is the RUSAGE_CHILDREN delta
         run["wrk_cpu"] = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / wall
         run["server_cpu_busy"], run["server_cpu_steal"] = cpu_busy(stat0, stat1,
@@ -517,7 +799,11 @@ class Bench:
                                                                    self.args.client_cpu)
         # the client's CPU saturated while the server's was not: wrk, not the server, was the
         # limit, and the number is a lower bound of what the server can do
-        run["client_bound"] = run["client_cpu_busy"] > 0.95 and run["server_cpu_busy"] < 0.90
+        if self.args.unpinned:  # wrk's threads saturated while the CPUs had room left
+            run["client_bound"] = (run["wrk_cpu"] > 0.95 * self.args.wrk_threads
+                                   and run["server_cpu_busy"] < 0.90)
+        else:
+            run["client_bound"] = run["client_cpu_busy"] > 0.95 and run["server_cpu_busy"] < 0.90
         run["noisy"] = run["foreign_cpu"] > self.args.max_foreign
         m = re.search(r"^WRKJSON (\{.*\})$", text, re.MULTILINE)
         if m:
@@ -539,9 +825,9 @@ class Bench:
         reqs = run.get("requests", 0)
         if not reqs:
             p.append("no requests completed")
-        elif run["bytes"] / reqs < body_len:
+        elif run["bytes"] / reqs < body_len * (0.85 if scen == "zipf" else 1):
             p.append(f"short responses: {run['bytes'] / reqs:.0f} B/response read, body is "
-                     f"{body_len} B")
+                     f"{body_len:.0f} B" + (" on average" if scen == "zipf" else ""))
         errs = self.new_log_errors(server, log0)
         if errs:
             p.append(f"{server} logged {len(errs)} error line(s), first: {errs[0][:200]}")
@@ -552,6 +838,8 @@ class Bench:
             secs = run["duration_us"] / 1e6
             run["rps"] = reqs / secs
             run["mbps"] = reqs * body_len / secs / 1e6  # body bytes only, 1 MB = 10^6 B
+            if scen == "zipf":  # bodies of varying size: what wrk read (headers < 0.3%)
+                run["mbps"] = run["bytes"] / secs / 1e6
             run["wire_mbps"] = run["bytes"] / secs / 1e6  # what wrk read, headers included
         if "rps" in run and run.get("server_cpu"):  # per CPU-second of the server process
             run["rps_per_cpu"] = run["rps"] / run["server_cpu"]
@@ -564,9 +852,11 @@ class Bench:
     # ------------------------------------------------------------------ main
     def run(self) -> int:
         a = self.args
-        for tool in ("nginx", "wrk", "taskset"):
+        for tool in ("nginx", "wrk", "taskset") + (("varnishd",) if "varnish" in self.servers
+                                                   else ()):
             if not shutil.which(tool):
-                raise RuntimeError(f"{tool} not found (apt-get install -y nginx-light wrk)")
+                raise RuntimeError(f"{tool} not found (apt-get install -y nginx-light wrk "
+                                   "varnish)")
         ncpu = os.cpu_count() or 1
         if ncpu < 2:
             self.note(f"only {ncpu} CPU: server and wrk share it")
@@ -580,6 +870,11 @@ class Bench:
         if "edge" in self.servers:
             self.start_edge()
             self.warm_edge()
+        if "varnish" in self.servers:
+            if "nginx" not in self.port:
+                raise RuntimeError("varnish needs nginx as its backend: --servers nginx,varnish")
+            self.start_varnish()
+            self.warm_varnish()
         self.sanity()
         for server in self.servers:
             errs = self.new_log_errors(server, {})
@@ -593,14 +888,21 @@ class Bench:
                  f"{len(self.servers)} servers x "
                  f"{a.duration:g}s (about {est / 60:.1f} min)")
         for scen in a.scenarios:
+            servers = [s for s in self.servers if (scen, s) not in self.unsupported]
+            if scen == "zipf":  # a fresh edge and Varnish, with caches smaller than the catalogue
+                for server in ("edge", "varnish"):
+                    if server in self.servers:
+                        self.restart(server, a.zipf_cache_size)
             if a.warmup > 0:  # untimed, unrecorded: connections, caches, branch predictors
-                for server in self.servers:
+                for server in servers:
                     w = self.wrk(scen, server, a.warmup, record=False)
                     if w["problems"]:
                         self.note(f"warm-up run {scen}/{server} had problems: "
                                   + "; ".join(w["problems"]))
+            if scen == "zipf" and "edge" in servers:
+                stats0 = self.edge_stats()
             for rnd in range(1, a.rounds + 1):
-                for server in self.servers:
+                for server in servers:
                     r = self.measured_run(scen, server, rnd)
                     runs.append(r)
                     self.log(f"  {scen:8s} round {rnd} {server:5s}: {r.get('rps', 0):10.0f} req/s"
@@ -611,6 +913,10 @@ class Bench:
                              + ("  CLIENT-BOUND" if r["client_bound"] else "")
                              + ("  NOISY" if r["noisy"] else "")
                              + ("  FLAGGED" if r["problems"] else ""))
+            if scen == "zipf" and "edge" in servers:
+                time.sleep(1.5)  # the workers write their counters once a second
+                self.zipf_stats = self.zipf_hit_ratio(stats0, self.edge_stats())
+                self.log(f"  zipf: edge counters over the measured runs: {self.zipf_stats}")
         self.results = self.summarize(runs)
         codes = {k: self.stop(self.proc[k], k) for k in reversed(self.servers)}
         if codes.get("edge", 0) != 0:
@@ -618,14 +924,28 @@ class Bench:
         self.report(runs, codes)
         return 1 if any(r["problems"] for r in runs) else 0
 
+    def zipf_hit_ratio(self, s0: dict, s1: dict) -> dict:
+        """Hit ratio and byte hit ratio of the edge between two /stats answers."""
+        if not s0 or not s1:
+            return {"error": "no /stats from the edge"}
+        req = {k: v - s0["requests"].get(k, 0) for k, v in s1["requests"].items()}
+        sent = {k: v - s0["bytes_sent"].get(k, 0) for k, v in s1["bytes_sent"].items()}
+        nreq, nbytes = sum(req.values()), sum(sent.values())
+        return {"requests": req,
+                "hit_ratio": round(req.get("hit", 0) / nreq, 4) if nreq else None,
+                "byte_hit_ratio": round(sent.get("hit", 0) / nbytes, 4) if nbytes else None,
+                "origin_bytes": s1.get("origin_bytes", 0) - s0.get("origin_bytes", 0),
+                "evictions": s1.get("evictions", 0) - s0.get("evictions", 0)}
+
     def wait_quiet(self) -> float:
         """Wait (within the noise budget) until other processes use < --max-foreign CPU over 1 s."""
-        mine = {os.getpid()} | {p.pid for p in self.proc.values()}
         t_start = time.monotonic()
         while True:
             s0 = cpu_snapshot()
             time.sleep(1)
-            used, top = cpu_used(s0, cpu_snapshot(), exclude=mine)
+            s1 = cpu_snapshot()
+            mine = {os.getpid()}.union(*(tree([s0, s1], p.pid) for p in self.proc.values()))
+            used, top = cpu_used(s0, s1, exclude=mine)
             if used <= self.args.max_foreign:
                 break
             waited = time.monotonic() - t_start
@@ -678,8 +998,11 @@ class Bench:
                     row[server + "_clean"] = f"{len(ok)}/{len(mine)}"
                     row[server + "_used"] = len(use)
                     row[server + "_noisy_used"] = 0 if quiet else len(ok)
-                n, e = row.get("nginx"), row.get("edge")
-                row["ratio"] = e / n if (n and e is not None) else None
+                e = row.get("edge")
+                for peer in PEERS:
+                    n = row.get(peer)
+                    row["ratio_" + peer] = e / n if (n and e is not None) else None
+                row["ratio"] = row["ratio_nginx"]  # kept for older readers of the JSON
                 rows.append(row)
         return rows
 
@@ -699,6 +1022,8 @@ class Bench:
             "kernel": platform.release(),
             "nginx": cmd_out(["nginx", "-v"]).replace("nginx version: ", ""),
             "wrk": cmd_out(["wrk", "-v"]).splitlines()[0].split(" Copyright")[0],
+            "varnish": (cmd_out(["varnishd", "-V"]).splitlines() or ["?"])[0].split(" revision")[0]
+            .replace("varnishd (", "").strip(),
             "python": platform.python_version(),
         }
         probe = ("import uvloop, httptools, cext; "
@@ -727,6 +1052,7 @@ class Bench:
                  "rps_per_cpu": "req per server CPU-second",
                  "mbps_per_cpu": "MB per server CPU-second"}
         table = []
+        ratio_peers = [k for k in PEERS if k in self.servers] if "edge" in self.servers else []
         for row in self.results:
             flags = []
             if any(c.split("/")[0] != c.split("/")[1]
@@ -745,15 +1071,24 @@ class Bench:
                     if row[k + "_used"] != len(row[k + "_runs"])]
             if used and not noisy:
                 flags.append("median of " + ", ".join(used) + " quiet runs")
-            ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}"
+            if row["metric"] in ("rps", "mbps"):
+                flags += [f"{k}: not supported ({self.unsupported[(row['scenario'], k)]})"
+                          for k in self.servers if (row["scenario"], k) in self.unsupported]
+            if row["scenario"] == "zipf" and row["metric"] == "rps" and self.zipf_stats:
+                z = self.zipf_stats
+                flags.append(f"edge hit ratio {z.get('hit_ratio')}, byte hit ratio "
+                             f"{z.get('byte_hit_ratio')} over the measured runs")
+            ratios = ["n/a" if row.get("ratio_" + k) is None else f"{row['ratio_' + k]:.2f}"
+                      for k in ratio_peers]
             table.append((f"{row['desc']}: {label[row['metric']]}",
-                          self.fmt(row["metric"], row.get("nginx")),
-                          self.fmt(row["metric"], row.get("edge")), ratio, "; ".join(flags)))
+                          *[self.fmt(row["metric"], row.get(k)) for k in self.servers],
+                          *ratios, "; ".join(flags)))
+        cols = ["scenario", *self.servers, *[f"edge/{k}" for k in ratio_peers], "notes"]
         w0 = max(len(t[0]) for t in table + [("scenario",)])
         print()
-        print(f"{'scenario':<{w0}}  {'nginx':>12}  {'edge':>12}  {'edge/nginx':>10}  notes")
+        print(f"{'scenario':<{w0}}" + "".join(f"  {c:>12}" for c in cols[1:-1]) + "  notes")
         for t in table:
-            print(f"{t[0]:<{w0}}  {t[1]:>12}  {t[2]:>12}  {t[3]:>10}  {t[4]}")
+            print(f"{t[0]:<{w0}}" + "".join(f"  {c:>12}" for c in t[1:-1]) + f"  {t[-1]}")
         flagged = [r for r in runs if r["problems"]]
         noisy = [r for r in runs if r["noisy"]]
         print("\nCPU during each run (1.0 = one CPU): server process / wrk / other processes / "
@@ -777,29 +1112,46 @@ class Bench:
         md = []
         md.append(f"Command: `{self.command}`  ")
         md.append(f"Date: {e['date']}; nproc {e['nproc']} ({e['cpu']}); kernel {e['kernel']}  ")
-        md.append(f"Versions: nginx {e['nginx']}, wrk {e['wrk']}, Python {e['python']}, "
+        md.append(f"Versions: nginx {e['nginx']}, {e.get('varnish', 'no varnish')}, "
+                  f"wrk {e['wrk']}, Python {e['python']}, "
                   f"uvloop {e['uvloop']}, httptools {e['httptools']}, edge {e['edge_git']} "
                   f"(compiled extensions: {e['arena_module']})  ")
-        md.append(f"Load: `taskset -c {a.client_cpu} wrk -t1 -c{a.connections} -d{a.duration:g}s "
-                  f"--latency`, {a.rounds} rounds alternating nginx/edge, median per server; "
-                  f"MB/s counts body bytes (1 MB = 10^6 B). Servers on CPU {a.server_cpu}: "
-                  f"nginx (1 process, sendfile, tcp_nopush), edge "
-                  f"`--cache-size {a.cache_size} --block-size 1MiB --arena-path anonymous`, "
-                  "warmed (all hits).")
+        pin_c = "" if a.unpinned else f"taskset -c {a.client_cpu} "
+        where = ("nothing pinned (servers and wrk unpinned on all CPUs)" if a.unpinned
+                 else f"servers on CPU {a.server_cpu}, wrk on CPU {a.client_cpu}")
+        md.append(f"Load: `{pin_c}wrk -t{a.wrk_threads} -c{a.connections} -d{a.duration:g}s "
+                  f"--latency`, {a.rounds} rounds alternating {'/'.join(self.servers)}, median "
+                  f"per server; MB/s counts body bytes (1 MB = 10^6 B). {where}. "
+                  + (f"nginx (`master_process on; worker_processes {a.workers}`"
+                     if a.workers > 1 else "nginx (1 process")
+                  + ", sendfile, tcp_nopush), edge "
+                  f"`--workers {a.workers} --cache-size {a.cache_size} --block-size 1MiB "
+                  f"--arena-path anonymous`"
+                  + (f" (each worker a private arena of {a.cache_size}/{a.workers}: the shared "
+                     "arena is in progress)" if a.workers > 1 else "")
+                  + (f", Varnish `-s malloc,{a.varnish_storage}` (default thread pools; VCL "
+                     "`beresp.ttl = 1d`) in front of that nginx" if "varnish" in self.servers
+                     else "")
+                  + ", all warmed (hits)."
+                  + (f" zipf: {a.zipf_files} files of 16-256 KiB "
+                     f"({getattr(self, 'zipf_catalogue_bytes', 0) / MiB:.0f} MiB), Zipf s="
+                     f"{a.zipf_s}, edge restarted with `--cache-size {a.zipf_cache_size}` and "
+                     f"Varnish with `-s malloc,{a.zipf_cache_size}` (cold, then 2 s warm-up); "
+                     "MB/s there is all bytes read." if "zipf" in a.scenarios else ""))
         md.append("")
-        md.append("| scenario | nginx | edge | edge/nginx | notes |")
-        md.append("| --- | ---: | ---: | ---: | --- |")
+        md.append("| " + " | ".join(cols) + " |")
+        md.append("| --- |" + " ---: |" * (len(cols) - 2) + " --- |")
         for t in table:
-            md.append(f"| {t[0]} | {t[1]} | {t[2]} | {t[3]} | {t[4]} |")
+            md.append("| " + " | ".join(t) + " |")
         md.append("")
         def per_run(s: str) -> str:
-            m = SCENARIOS[s][4][0]
+            m = SCENARIOS[s][4][-1] if s in ("multirange", "zipf") else SCENARIOS[s][4][0]
             return f"{s} {METRIC_UNIT[m]}: " + " / ".join(
                 f"{r['server'][0]}{r['round']} {self.fmt(m, r.get(m))}"
                 + ("!" if r["problems"] else "") + ("~" if r["noisy"] else "")
                 for r in runs if r["scenario"] == s)
 
-        md.append("Per run (n = nginx, e = edge; ! = errors, ~ = noisy): "
+        md.append("Per run (n = nginx, e = edge, v = varnish; ! = errors, ~ = noisy): "
                   + "; ".join(per_run(s) for s in a.scenarios))
         md.append("")
         md.append("CPU per run, server process + wrk (1.0 = one CPU busy): " + ", ".join(
@@ -826,6 +1178,8 @@ class Bench:
         if a.json:
             out = {"command": self.command, "env": self.env, "args": vars(a),
                    "rows": self.results, "runs": runs, "notes": self.notes, "exit_codes": codes,
+                   "zipf_edge_stats": self.zipf_stats,
+                   "unsupported": {f"{k[0]}/{k[1]}": v for k, v in self.unsupported.items()},
                    "markdown": "\n".join(md)}
             with open(a.json, "w") as f:
                 json.dump(out, f, indent=2, default=str)
@@ -861,7 +1215,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float, default=None,
                    help="overall time limit in seconds (default: estimate x 1.5 + 180 + "
                         "--noise-budget)")
-    p.add_argument("--cache-size", default="512MiB", help="edge --cache-size (512MiB)")
+    p.add_argument("--cache-size", default=None,
+                   help="edge --cache-size (512MiB per worker: 512MiB, or 1GiB with --workers 2, "
+                        "since each worker has a private arena of cache-size/workers today)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes of each server (1). With N > 1: nginx "
+                        "master_process on + N workers, edge --workers N, Varnish default "
+                        "thread pools, and nothing is pinned (servers nor wrk)")
+    p.add_argument("--wrk-threads", type=int, default=1, help="wrk -t (1)")
+    p.add_argument("--varnish-storage", default="1G", help="varnishd -s malloc,SIZE (1G)")
+    p.add_argument("--zipf-files", type=int, default=2000, help="zipf catalogue size (2000)")
+    p.add_argument("--zipf-s", type=float, default=0.9, help="zipf exponent (0.9)")
+    p.add_argument("--zipf-cache-size", default="64MiB",
+                   help="edge --cache-size and Varnish malloc size in the zipf scenario (64MiB; "
+                        "the default catalogue is ~265 MiB)")
     p.add_argument("--seed", type=int, default=12345, help="seed of the random ranges")
     p.add_argument("--server-cpu", default="0", help="taskset CPU list for the servers (0)")
     p.add_argument("--client-cpu", default="1", help="taskset CPU list for wrk (1)")
@@ -871,8 +1238,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--retries", type=int, default=2, help="re-runs of a noisy run (2)")
     p.add_argument("--noise-budget", type=float, default=240,
                    help="seconds in all to spend waiting for quiet and re-running (240)")
-    p.add_argument("--servers", default="nginx,edge",
-                   help="which servers to run (nginx,edge); one alone is for debugging")
+    p.add_argument("--servers", default="nginx,edge,varnish",
+                   help="which servers to run (nginx,edge,varnish); Varnish needs nginx (its "
+                        "backend); one alone is for debugging")
     p.add_argument("--keep", action="store_true", help="keep the /dev/shm work dir (debugging)")
     a = p.parse_args(argv)
     if a.duration is None:
@@ -882,9 +1250,15 @@ def main(argv: list[str] | None = None) -> int:
     if a.warmup is None:
         a.warmup = 1 if a.quick else 2
     a.scenarios = [s.strip() for s in a.scenarios.split(",") if s.strip()]
-    a.servers = [s for s in ("nginx", "edge") if s in a.servers.split(",")]
+    a.scenarios.sort(key=lambda s: s == "zipf")  # zipf last: it restarts edge and Varnish
+    a.servers = [s for s in SERVER_ORDER if s in a.servers.split(",")]
     if not a.servers:
-        p.error("--servers: nginx, edge or both")
+        p.error("--servers: a subset of nginx,edge,varnish")
+    if a.workers < 1:
+        p.error("--workers must be >= 1")
+    a.unpinned = a.workers > 1
+    if a.cache_size is None:
+        a.cache_size = "512MiB" if a.workers == 1 else f"{512 * a.workers}MiB"
     bad = [s for s in a.scenarios if s not in SCENARIOS]
     if bad or not a.scenarios:
         p.error(f"unknown scenario(s) {bad}; choose from {', '.join(SCENARIOS)}")
