@@ -163,6 +163,7 @@ class HttpProtocol(asyncio.Protocol):
         self.peer = ""                # "ip:port" of the client, for the access log
         self.body_sent = 0            # body bytes of the current streamed response queued so far
         self.undelivered = 0          # of those, bytes still unsent when the response was cut
+        self.buffered_seen = 0        # transport buffer size at the last check (send progress)
         self.grant: Grant | None = None       # the current request's download token
         self.pay: tuple[str, int, int] | None = None   # paid response: (budget id, cap, slack)
 
@@ -202,6 +203,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.buffered_seen = self.transport.get_write_buffer_size()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -693,8 +695,14 @@ class HttpProtocol(asyncio.Protocol):
             return
         app = self.app
         if self.write_paused:
+            # Progress is the transport's buffer shrinking: a slow reader is fine, a client
+            # that takes no bytes at all for send_timeout is not.
+            buffered = self.transport.get_write_buffer_size()
+            if buffered < self.buffered_seen:
+                self.last_activity = now
+            self.buffered_seen = buffered
             if now - self.last_activity > app.send_timeout:
-                log.info("client takes no bytes for %.0fs: dropping", app.send_timeout)
+                log.info("client took no bytes for %.0fs: dropping", app.send_timeout)
                 self._abort()
         elif self.parser.in_progress and not self.busy:
             if now - self.head_started > app.header_timeout:

@@ -167,3 +167,42 @@ def test_embedded_default_starts_and_creates_its_origin(tmp_path):
         assert arena.exists() and (tmp_path / "edge-state" / f"index-{port}.bin").exists()
     finally:
         arena.unlink(missing_ok=True)
+
+
+def test_slow_readers_stay_and_stalled_ones_are_dropped(edge_factory, origin, tmp_path):
+    """send_timeout drops a client that takes no bytes, not one that reads slowly."""
+    files = make_files(origin, {"s.bin": 16 * MiB})
+    conf = tmp_path / "t.toml"
+    conf.write_text('[server]\nsend_timeout = "1s"\n')
+    e = edge_factory(origin, "--cache-size", "32MiB", config=str(conf))
+    fetch(e.port, "/s.bin")
+
+    def client() -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", e.port))
+        s.sendall(b"GET /s.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        return s
+
+    slow, stalled = client(), client()
+    got = b""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 4:                 # 4 s of ~64 KiB/s: four send_timeouts
+        got += slow.recv(8192)
+        time.sleep(0.1)
+    slow.settimeout(5)
+    assert slow.recv(8192)                           # still served
+    stalled.settimeout(5)
+    try:
+        while stalled.recv(1 << 20):                 # its buffers drain, then it is cut
+            pass
+        dropped = True
+    except ConnectionResetError:
+        dropped = True
+    except TimeoutError:
+        dropped = False
+    assert dropped
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert files["s.bin"].startswith(body)
+    slow.close()
+    stalled.close()
