@@ -12,8 +12,18 @@ from .base import MAX_SKIPS, Policy
 from .lfu import LFU
 from .lru import LRU
 from .registry import BOUNDS, DEFAULT, POLICIES, SIZED, make_policy
-from .sim import Report, SimResult, simulate, zipf_trace
 from .wtinylfu import WTinyLFU
+
+_SIM_NAMES = ("Report", "SimResult", "simulate", "zipf_trace")
+
+
+def __getattr__(name: str) -> object:
+    """The simulator's names, imported on first use: the server never needs them (nor numpy)."""
+    if name in _SIM_NAMES:
+        from . import sim
+
+        return getattr(sim, name)
+    raise AttributeError(f"module 'eviction' has no attribute {name!r}")
 
 __all__ = [
     "BOUNDS", "DEFAULT", "LFU", "LRU", "MAX_SKIPS", "POLICIES", "Policy", "Report", "SIZED",

@@ -20,7 +20,6 @@ _core = cext.load("wtlfu")
 WTinyLFU = _core.WTinyLFU
 DEFAULT_AVG_WEIGHT: int = _core.DEFAULT_AVG_WEIGHT
 
-for _mod in {_core, cext.load("wtlfu", pure=True)}:
-    Policy.register(_mod.WTinyLFU)
+Policy.register(WTinyLFU)   # only the twin in use: the other would import numpy for nothing
 
 __all__ = ["DEFAULT_AVG_WEIGHT", "WTinyLFU"]
