@@ -45,7 +45,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "eviction": "wtinylfu",
         "revalidate_after": "off",
         "max_fills": 64,
-        "uncached_memory": "32MiB",
+        "uncached_memory": "16MiB",
         "readahead": 4,
         "prefault": True,
     },
