@@ -233,8 +233,6 @@ class Storage:
         if idx >= meta.nblocks or bk in self._index or bk in self._transient:
             self._spawn(_aclose(first))          # not needed after all: let it go
             return
-        if self.policy.access(bk):
-            self.policy.remove(bk)
         self.counters.block_misses += 1
         self.release(self._start_fill(meta, idx, bk, source=first))
 
@@ -328,8 +326,6 @@ class Storage:
             b.refs += 1
             return b
         self.counters.block_misses += 1
-        if self.policy.access(bk):  # resident in the policy but not indexed: forget it
-            self.policy.remove(bk)
         return self._start_fill(meta, idx, bk)
 
     def prefetch(self, meta: ObjectMeta, idx: int) -> None:
@@ -338,8 +334,6 @@ class Storage:
         if bk in self._index or bk in self._transient:
             return
         self.counters.prefetches += 1
-        if self.policy.access(bk):
-            self.policy.remove(bk)
         b = self._start_fill(meta, idx, bk)
         self.release(b)   # _start_fill pins for a caller; read-ahead has none
 
@@ -400,6 +394,8 @@ class Storage:
                     source: AsyncIterator[bytes] | None = None) -> Block:
         length = meta.block_len(idx)
         arena, policy = self.arena, self.policy
+        if policy.access(bk):           # the request counts; a stale entry (not indexed) goes
+            policy.remove(bk)
         weight = arena.chunk_size(arena.class_for(length))
         admitted = True
         for v in policy.admit(bk, weight):
@@ -449,8 +445,8 @@ class Storage:
             if block.off < 0:
                 await self._transient_room.acquire()   # before a fill slot: no slot waits on room
                 block.buf = bytearray(block.length)
-                if block.refs <= 1:        # every reader left while we waited
-                    raise asyncio.CancelledError
+                if block.refs <= 1:        # every reader left while we waited: nothing to do
+                    return                 # (finally gives the buffer and its room back)
             async with self._fill_slots:
                 view = (self.arena.view(block.off, block.length) if block.off >= 0
                         else memoryview(block.buf))   # type: ignore[arg-type]
@@ -472,10 +468,6 @@ class Storage:
                     )
                 block.checksum = xxhash.xxh3_64_intdigest(view)
                 block.ready = True
-        except asyncio.CancelledError as exc:
-            self._fail(meta, block, exc)
-            if block.refs > 1 or block.off >= 0:
-                raise
         except BaseException as exc:
             self._fail(meta, block, exc)
             if not isinstance(exc, Exception):

@@ -419,7 +419,6 @@ class HttpProtocol(asyncio.Protocol):
             return True
         if p.content_length > FAST_PATH_MAX:
             return False
-        storage = self.app.storage
         bs = storage.block_size
         out: list = []
         pinned: list[Block] = []
