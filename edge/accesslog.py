@@ -2,7 +2,8 @@
 
 Fields (docs/eviction.md): time, client, method, key, status, size, range, first_byte,
 last_byte (inclusive; null without a body), bytes_sent, cache_status (hit, miss, partial,
-bypass), origin_ms, total_ms.
+bypass), origin_ms, total_ms, and ``tenant`` when the edge has white-label tenants (keys
+are per tenant; ``edge sim`` keeps them apart).
 
 Lines are built with a fixed template (only the free-text fields go through ``json.dumps``)
 and buffered; the buffer is written when it passes ``flush_bytes`` and on ``flush()``, which
@@ -51,14 +52,15 @@ class AccessLog:
     def log(self, *, time: float, client: str, method: str, key: str, status: int,
             size: int | None, range: str | None, first_byte: int | None, last_byte: int | None,
             bytes_sent: int, cache_status: str, origin_ms: float | None,
-            total_ms: float | None) -> None:
+            total_ms: float | None, tenant: str = "") -> None:
         """Record one response."""
+        tail = f', "tenant": {_s(tenant)}}}\n' if tenant else "}\n"
         line = (
             f'{{"time": {time:.3f}, "client": "{client}", "method": {_s(method)}, '
             f'"key": {_s(key)}, "status": {status}, "size": {_n(size)}, "range": {_s(range)}, '
             f'"first_byte": {_n(first_byte)}, "last_byte": {_n(last_byte)}, '
             f'"bytes_sent": {bytes_sent}, "cache_status": "{cache_status}", '
-            f'"origin_ms": {_n(origin_ms)}, "total_ms": {_n(total_ms)}}}\n'
+            f'"origin_ms": {_n(origin_ms)}, "total_ms": {_n(total_ms)}' + tail
         )
         self._buf.append(line)
         self._size += len(line)

@@ -5,14 +5,18 @@
 constant time. With no token configured those endpoints answer 403: an admin API without a
 token is not an open one.
 
-- ``GET /stats``: a JSON summary (requests, hit ratio, bytes, arena, blocks, origins).
+- ``GET /stats``: a JSON summary (requests, hit ratio, bytes, arena, blocks, origins, and per
+  tenant when there are [[tenants]]).
 - ``POST /purge`` with ``{"key": "..."}`` or ``{"prefix": "..."}``: drop the objects; the next
-  request fetches them fresh. Applied on every worker (edge/control.py).
+  request fetches them fresh. Applied on every worker (edge/control.py). With tenants,
+  ``"tenant": "NAME"`` limits it to that tenant (default: every tenant).
 - ``POST /reload``: re-read the config file (as SIGHUP does); a bad file is refused and the
   running config stays. The answer lists what was applied and what needs a restart.
 - ``POST /blocks`` with ``{"key", "case_id", "reason"}`` (optional ``"actor"``, else the
   ``X-Edge-Actor`` header, else the caller's address): a reviewed takedown; ``DELETE
-  /blocks/KEY`` reinstates; ``GET /blocks`` lists. See edge/takedowns.py.
+  /blocks/KEY`` reinstates; ``GET /blocks`` lists. See edge/takedowns.py. With tenants, an
+  optional ``"tenant"`` (``?tenant=NAME`` on DELETE and GET) scopes a block to one tenant's
+  key; a block without one applies to the key under every tenant.
 """
 from __future__ import annotations
 
@@ -93,6 +97,11 @@ async def get_stats(request: web.Request) -> web.Response:
                         "requests": sum(s["origins"][n]["requests"] for s in snaps if n in s["origins"]),
                         "failures": sum(s["origins"][n]["failures"] for s in snaps if n in s["origins"])}
                     for n in sorted({n for s in snaps for n in s["origins"]})},
+        **({"tenants": {n: {k: sum(s["tenants"][n][k] for s in snaps if n in s.get("tenants", {}))
+                            for k in ("requests", "bytes", "blocks", "capacity", "used",
+                                      "origin_bytes")}
+                        for n in sorted({n for s in snaps for n in s.get("tenants", {})})}}
+           if any(s.get("tenants") for s in snaps) else {}),
     })
 
 
@@ -113,16 +122,33 @@ async def post_purge(request: web.Request) -> web.Response:
     if isinstance(body, web.Response):
         return body
     app: App = request.app[APP_KEY]  # type: ignore[assignment]
-    unknown = set(body) - {"key", "prefix"}
-    if unknown or len(body) != 1:
-        return _error(400, 'expected exactly one of {"key": "..."} or {"prefix": "..."}'
+    tenant = _tenant(app, body)
+    if isinstance(tenant, web.Response):
+        return tenant
+    fields = {k: v for k, v in body.items() if k != "tenant"}
+    unknown = set(fields) - {"key", "prefix"}
+    if unknown or len(fields) != 1:
+        return _error(400, 'expected exactly one of {"key": "..."} or {"prefix": "..."} '
+                      '(and optionally "tenant")'
                       + (f"; unknown field(s): {', '.join(sorted(unknown))}" if unknown else ""))
-    field, value = next(iter(body.items()))
+    field, value = next(iter(fields.items()))
     if not isinstance(value, str) or (field == "key" and not value):
         return _error(400, f"{field}: expected a non-empty string")
-    result = app.purge(key=value) if field == "key" else app.purge(prefix=value)
-    log.info("purge %s=%r: %s", field, value, result)
-    return _json({"purged": {field: value, **result}})
+    result = (app.purge(key=value, tenant=tenant or None) if field == "key"
+              else app.purge(prefix=value, tenant=tenant or None))
+    log.info("purge %s=%r tenant=%r: %s", field, value, tenant, result)
+    return _json({"purged": {field: value, **({"tenant": tenant} if tenant else {}), **result}})
+
+
+def _tenant(app: App, source: dict[str, Any]) -> str | web.Response:
+    """The optional "tenant" an admin call names ("" = every tenant); 400 if it is unknown."""
+    tenant = source.get("tenant", "")
+    if not isinstance(tenant, str):
+        return _error(400, "tenant: expected a string")
+    if tenant and (app.single is not None or tenant not in app.tenants):
+        known = ", ".join(sorted(t for t in app.tenants if t)) or "none: no [[tenants]] configured"
+        return _error(400, f"tenant: unknown tenant {tenant!r} (known: {known})")
+    return tenant
 
 
 async def post_reload(request: web.Request) -> web.Response:
@@ -147,7 +173,7 @@ async def post_blocks(request: web.Request) -> web.Response:
     body = await _body(request)
     if isinstance(body, web.Response):
         return body
-    unknown = set(body) - {"key", "case_id", "reason", "actor"}
+    unknown = set(body) - {"key", "case_id", "reason", "actor", "tenant"}
     if unknown:
         return _error(400, f"unknown field(s): {', '.join(sorted(unknown))}")
     for field in ("key", "case_id", "reason"):
@@ -155,9 +181,13 @@ async def post_blocks(request: web.Request) -> web.Response:
         if not isinstance(value, str) or not value.strip():
             return _error(400, f"{field}: expected a non-empty string")
     app: App = request.app[APP_KEY]  # type: ignore[assignment]
+    tenant = _tenant(app, body)
+    if isinstance(tenant, web.Response):
+        return tenant
     record = app.block(body["key"], case_id=body["case_id"], reason=body["reason"],
-                       actor=_actor(request, body))
-    log.warning("takedown: %r blocked (case %s) by %s", body["key"], body["case_id"], record["actor"])
+                       actor=_actor(request, body), tenant=tenant)
+    log.warning("takedown: %r of %s blocked (case %s) by %s", body["key"],
+                f"tenant {tenant!r}" if tenant else "every tenant", body["case_id"], record["actor"])
     return _json({"blocked": record}, status=201)
 
 
@@ -172,19 +202,26 @@ async def delete_block(request: web.Request) -> web.Response:
             return got
         body = got
     app: App = request.app[APP_KEY]  # type: ignore[assignment]
+    tenant = _tenant(app, {"tenant": request.query.get("tenant", body.get("tenant", ""))})
+    if isinstance(tenant, web.Response):
+        return tenant
     actor = _actor(request, body)
-    if not app.unblock(key, actor=actor, case_id=str(body.get("case_id", "")),
+    if not app.unblock(key, actor=actor, tenant=tenant, case_id=str(body.get("case_id", "")),
                        reason=str(body.get("reason", ""))):
-        return _error(404, f"{key!r} is not blocked")
+        scope = f" for tenant {tenant!r}" if tenant else " for every tenant"
+        return _error(404, f"{key!r} is not blocked{scope}")
     log.warning("takedown: %r reinstated by %s", key, actor)
-    return _json({"unblocked": key})
+    return _json({"unblocked": key, **({"tenant": tenant} if tenant else {})})
 
 
 async def get_blocks(request: web.Request) -> web.Response:
     if (refused := _authorized(request)) is not None:
         return refused
     app: App = request.app[APP_KEY]  # type: ignore[assignment]
-    return _json({"blocks": sorted(app.takedowns.entries.values(), key=lambda r: r["key"])})
+    tenant = request.query.get("tenant")
+    blocks = [r for (t, _), r in sorted(app.takedowns.entries.items())
+              if tenant is None or t in ("", tenant)]
+    return _json({"blocks": blocks})
 
 
 def make_admin_app(app: App) -> web.Application:

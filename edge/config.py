@@ -91,6 +91,12 @@ ORIGIN_DEFAULTS: dict[str, Any] = {
     "read_timeout": "10s",
 }
 ORIGIN_KEYS = {"name", "url", *ORIGIN_DEFAULTS}
+# Keys of a [[tenants]] table (white-label domains: docs/operations.md, "Tenants").
+TENANT_KEYS = ("name", "hosts", "origins", "secret", "cache_share")
+_TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_NAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
+_HOST_IP6 = re.compile(r"^\[[0-9a-f:.]+\]$")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _UNITS = {
@@ -189,6 +195,22 @@ class OriginSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class TenantSpec:
+    """One white-label tenant: the Host names it answers, its own origins and token secret.
+
+    ``secret``: None inherits ``[auth] secret`` ("" there too: no tokens); "" serves without
+    tokens even when ``[auth] secret`` is set. ``cache_share``: bytes of the arena reserved
+    for it (0: an equal part of what the explicit shares leave).
+    """
+
+    name: str
+    hosts: tuple[str, ...]
+    origins: tuple[OriginSpec, ...]
+    secret: str | None = None
+    cache_share: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PoolSpec:
     """How replicas are used: retries, deadline, passive/active health, hedging (0 = off)."""
 
@@ -240,14 +262,52 @@ class Config:
     auth_skew: float
     ledger_path: str
     ledger_rotate: int
+    tenants: tuple[TenantSpec, ...] = ()   # empty: one tenant, every Host, the [[origins]]
     source: str = "<defaults>"
     raw: dict = field(default_factory=dict, compare=False, repr=False)
     overrides: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def all_origins(self) -> list[tuple[str, OriginSpec]]:
+        """(config key prefix, spec) of every origin, tenants' included (for checks)."""
+        if not self.tenants:
+            return [(f"origins[{i}]", o) for i, o in enumerate(self.origins)]
+        return [(f"tenants[{t}].origins[{i}]", o)
+                for t, spec in enumerate(self.tenants) for i, o in enumerate(spec.origins)]
+
+    def tenant_capacities(self) -> dict[str, int]:
+        """Arena bytes each tenant's eviction policy manages (whole blocks; they sum to at
+        most ``cache_size``): its ``cache_share``, or an equal part of the rest."""
+        if not self.tenants:
+            return {"": self.cache_size}
+        fixed = sum(t.cache_share for t in self.tenants)
+        rest = [t for t in self.tenants if not t.cache_share]
+        each = (self.cache_size - fixed) // len(rest) if rest else 0
+        bs = self.block_size
+        return {t.name: ((t.cache_share or each) // bs) * bs for t in self.tenants}
 
     @property
     def listen_str(self) -> str:
         host, port = self.listen
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _origin_tables(body: Any, where: str) -> list[dict]:
+    """The shape of an ``[[origins]]`` array (``where``: its dotted name)."""
+    if not isinstance(body, list) or not body:
+        raise ConfigError(f"{where}: expected one or more [[{where.split('[')[0]}]] tables")
+    origins = []
+    for i, o in enumerate(body):
+        if not isinstance(o, dict):
+            raise ConfigError(f"{where}[{i}]: expected a table with name and url")
+        for k in o:
+            if k not in ORIGIN_KEYS:
+                raise ConfigError(
+                    f"{where}[{i}].{k}: unknown key (known: {', '.join(sorted(ORIGIN_KEYS))})"
+                )
+        if "url" not in o:
+            raise ConfigError(f"{where}[{i}].url: missing")
+        origins.append({**o, "name": o.get("name", f"origin{i}")})
+    return origins
 
 
 def _merge(raw: dict[str, Any], source: str) -> tuple[dict[str, dict[str, Any]], list[dict]]:
@@ -256,23 +316,12 @@ def _merge(raw: dict[str, Any], source: str) -> tuple[dict[str, dict[str, Any]],
     origins = copy.deepcopy(DEFAULT_ORIGINS)
     for section, body in raw.items():
         if section == "origins":
-            if not isinstance(body, list) or not body:
-                raise ConfigError("origins: expected one or more [[origins]] tables")
-            origins = []
-            for i, o in enumerate(body):
-                if not isinstance(o, dict):
-                    raise ConfigError(f"origins[{i}]: expected a table with name and url")
-                for k in o:
-                    if k not in ORIGIN_KEYS:
-                        raise ConfigError(
-                            f"origins[{i}].{k}: unknown key (known: {', '.join(sorted(ORIGIN_KEYS))})"
-                        )
-                if "url" not in o:
-                    raise ConfigError(f"origins[{i}].url: missing")
-                origins.append({**o, "name": o.get("name", f"origin{i}")})
+            origins = _origin_tables(body, "origins")
             continue
+        if section == "tenants":
+            continue            # checked by _tenants
         if section not in DEFAULTS:
-            known = ", ".join(sorted([*DEFAULTS, "origins"]))
+            known = ", ".join(sorted([*DEFAULTS, "origins", "tenants"]))
             raise ConfigError(f"{section}: unknown section (known: {known})")
         if not isinstance(body, dict):
             raise ConfigError(f"{section}: expected a [{section}] table")
@@ -282,6 +331,115 @@ def _merge(raw: dict[str, Any], source: str) -> tuple[dict[str, dict[str, Any]],
                 raise ConfigError(f"{section}.{k}: unknown key (known: {known})")
             merged[section][k] = v
     return merged, origins
+
+
+def _origin_specs(origins: list[dict], where: str) -> tuple[OriginSpec, ...]:
+    specs = []
+    names: set[str] = set()
+    for i, o in enumerate(origins):
+        try:
+            parse_origin_url(str(o["url"]))
+        except ValueError as exc:
+            raise ConfigError(f"{where}[{i}].url: {exc}") from None
+        name = str(o["name"])
+        if name in names:
+            raise ConfigError(f"{where}[{i}].name: duplicate origin name {name!r}")
+        names.add(name)
+        opts = {**ORIGIN_DEFAULTS, **o}
+        specs.append(OriginSpec(
+            name=name,
+            url=str(o["url"]),
+            access_key=_str(opts["access_key"], f"{where}[{i}].access_key"),
+            secret_key=_str(opts["secret_key"], f"{where}[{i}].secret_key"),
+            session_token=_str(opts["session_token"], f"{where}[{i}].session_token"),
+            max_connections=_int(opts["max_connections"], f"{where}[{i}].max_connections", 1, 4096),
+            connect_timeout=parse_duration(opts["connect_timeout"], f"{where}[{i}].connect_timeout"),
+            read_timeout=parse_duration(opts["read_timeout"], f"{where}[{i}].read_timeout"),
+        ))
+    return tuple(specs)
+
+
+def normalize_host(host: str) -> str:
+    """A Host header value as tenants match it: lower case, no port, no trailing dot."""
+    h = host.strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        return h[:end + 1] if end > 0 else h
+    h = h.rpartition(":")[0] if ":" in h else h
+    return h.rstrip(".")
+
+
+def _tenants(body: Any, cache_size: int, block_size: int) -> tuple[TenantSpec, ...]:
+    """Validate the ``[[tenants]]`` array: names, hosts (unique across tenants), origins,
+    secret and cache share."""
+    if not isinstance(body, list) or not body:
+        raise ConfigError("tenants: expected one or more [[tenants]] tables")
+    out: list[TenantSpec] = []
+    owner: dict[str, str] = {}          # host pattern -> tenant name
+    for t, table in enumerate(body):
+        where = f"tenants[{t}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table with name, hosts and [[tenants.origins]]")
+        for k in table:
+            if k not in TENANT_KEYS:
+                raise ConfigError(f"{where}.{k}: unknown key (known: {', '.join(sorted(TENANT_KEYS))})")
+        name = table.get("name")
+        if not isinstance(name, str) or not _TENANT_NAME.match(name):
+            raise ConfigError(f"{where}.name: expected a name of letters, digits, '_', '.' and '-' "
+                              f"(at most 63), got {name!r}")
+        if any(x.name == name for x in out):
+            raise ConfigError(f"{where}.name: duplicate tenant name {name!r}")
+        hosts = table.get("hosts")
+        if not isinstance(hosts, list) or not hosts:
+            raise ConfigError(f"{where}.hosts: expected a list of host names like "
+                              f"[\"files.example.com\", \"*.example.com\"]")
+        patterns = []
+        for h in hosts:
+            if not isinstance(h, str):
+                raise ConfigError(f"{where}.hosts: expected strings, got {h!r}")
+            p = h.strip().lower().rstrip(".")
+            bare = p[2:] if p.startswith("*.") else p
+            if p != "*" and not (_HOST_NAME.match(bare) or (bare == p and _HOST_IP6.match(p))):
+                raise ConfigError(f"{where}.hosts: {h!r} is not a host name, '*.suffix' or '*' "
+                                  f"(no port, no path)")
+            if p in owner:
+                raise ConfigError(f"{where}.hosts: {h!r} is already a host of tenant {owner[p]!r}")
+            owner[p] = name
+            patterns.append(p)
+        if "origins" not in table:
+            raise ConfigError(f"{where}.origins: missing (each tenant lists its [[tenants.origins]])")
+        origins = _origin_specs(_origin_tables(table["origins"], f"{where}.origins"), f"{where}.origins")
+        secret = table.get("secret")
+        if secret is not None:
+            secret = _str(secret, f"{where}.secret")
+        share = 0
+        if "cache_share" in table:
+            v = table["cache_share"]
+            if isinstance(v, str) and v.strip().endswith("%"):
+                try:
+                    pct = float(v.strip()[:-1])
+                except ValueError:
+                    pct = -1.0
+                if not 0 < pct <= 100:
+                    raise ConfigError(f"{where}.cache_share: expected a percentage in (0, 100] "
+                                      f"or a size, got {v!r}")
+                share = int(cache_size * pct / 100)
+            else:
+                share = parse_size(v, f"{where}.cache_share")
+            if share < 2 * block_size:
+                raise ConfigError(f"{where}.cache_share: must hold at least two blocks "
+                                  f"({2 * block_size} bytes), got {v!r}")
+        out.append(TenantSpec(name=name, hosts=tuple(patterns), origins=origins, secret=secret,
+                              cache_share=share))
+    fixed = sum(x.cache_share for x in out)
+    rest = sum(1 for x in out if not x.cache_share)
+    if fixed > cache_size:
+        raise ConfigError(f"tenants: the cache shares add up to {fixed} bytes, more than "
+                          f"cache.size ({cache_size})")
+    if rest and (cache_size - fixed) // rest < 2 * block_size:
+        raise ConfigError(f"tenants: the {rest} tenant(s) without cache_share would get less than "
+                          f"two blocks each of what the shares leave")
+    return tuple(out)
 
 
 def build(raw: dict[str, Any], *, source: str = "<defaults>",
@@ -338,28 +496,7 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
             f"log.level: expected one of {', '.join(LOG_LEVELS)}, got {merged['log']['level']!r}"
         )
 
-    specs = []
-    names: set[str] = set()
-    for i, o in enumerate(origins):
-        try:
-            parse_origin_url(str(o["url"]))
-        except ValueError as exc:
-            raise ConfigError(f"origins[{i}].url: {exc}") from None
-        name = str(o["name"])
-        if name in names:
-            raise ConfigError(f"origins[{i}].name: duplicate origin name {name!r}")
-        names.add(name)
-        opts = {**ORIGIN_DEFAULTS, **o}
-        specs.append(OriginSpec(
-            name=name,
-            url=str(o["url"]),
-            access_key=_str(opts["access_key"], f"origins[{i}].access_key"),
-            secret_key=_str(opts["secret_key"], f"origins[{i}].secret_key"),
-            session_token=_str(opts["session_token"], f"origins[{i}].session_token"),
-            max_connections=_int(opts["max_connections"], f"origins[{i}].max_connections", 1, 4096),
-            connect_timeout=parse_duration(opts["connect_timeout"], f"origins[{i}].connect_timeout"),
-            read_timeout=parse_duration(opts["read_timeout"], f"origins[{i}].read_timeout"),
-        ))
+    specs = _origin_specs(origins, "origins")
     op = merged["origin_pool"]
     pool = PoolSpec(
         retries=_int(op["retries"], "origin_pool.retries", 0, 100),
@@ -371,6 +508,14 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         probe_key=_str(op["probe_key"], "origin_pool.probe_key"),
         hedge_after=parse_duration(op["hedge_after"], "origin_pool.hedge_after", allow_off=True),
     )
+
+    tenants: tuple[TenantSpec, ...] = ()
+    if "tenants" in raw:
+        if "origins" in raw or (overrides or {}).get("origins"):
+            raise ConfigError("origins: with [[tenants]], every tenant lists its own "
+                              "[[tenants.origins]]; remove the top-level [[origins]] (and --origin)")
+        tenants = _tenants(raw["tenants"], size, block_size)
+        specs = ()
 
     arena_path = str(c["arena_path"])
     arena_dir = os.path.dirname(os.path.abspath(arena_path))
@@ -400,7 +545,7 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         uncached_memory=uncached,
         readahead=_int(c["readahead"], "cache.readahead", 0, 64),
         prefault=_bool(c["prefault"], "cache.prefault"),
-        origins=tuple(specs),
+        origins=specs,
         pool=pool,
         log_level=level,
         log_file=_str(merged["log"]["file"], "log.file"),
@@ -413,6 +558,7 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         auth_skew=parse_duration(merged["auth"]["skew"], "auth.skew", allow_off=True),
         ledger_path=_str(merged["ledger"]["path"], "ledger.path"),
         ledger_rotate=parse_size(merged["ledger"]["rotate_size"], "ledger.rotate_size"),
+        tenants=tenants,
         source=source,
         raw=raw,
         overrides=dict(overrides or {}),
@@ -455,14 +601,14 @@ def check_origin_dirs(conf: Config, *, create: bool = False) -> list[str]:
     from origin_clients import parse_origin_url
 
     created = []
-    for i, o in enumerate(conf.origins):
+    for where, o in conf.all_origins():
         scheme, location = parse_origin_url(o.url)
         if scheme != "file":
             continue
         path = os.path.expanduser(location)
         if not os.path.isdir(path):
             if not create:
-                raise ConfigError(f"origins[{i}].url: directory {location!r} does not exist")
+                raise ConfigError(f"{where}.url: directory {location!r} does not exist")
             os.makedirs(path, exist_ok=True)
             created.append(os.path.abspath(path))
     return created

@@ -27,29 +27,52 @@ if TYPE_CHECKING:
 
 
 def snapshot(app: App) -> dict[str, Any]:
-    """Everything /metrics and /stats report about one worker, as plain JSON-able data."""
-    storage = app.storage
-    c = storage.counters
-    arena = storage.arena.stats()
+    """Everything /metrics and /stats report about one worker, as plain JSON-able data.
+
+    Storage counters are summed over the tenants; ``tenants`` has each one's own (only when
+    the edge has [[tenants]]); an origin of a tenant is named ``TENANT/ORIGIN``.
+    """
+    storages = app.storages
+    totals: dict[str, int] = {}
+    fields = ("fills", "fill_failures", "transient_fills", "evictions", "block_hits", "block_misses",
+              "origin_bytes", "purges", "stale_meta", "waiting")
+    for st in storages.values():
+        c = st.counters
+        for f in fields:
+            totals[f] = totals.get(f, 0) + getattr(c, f)
+    arena = app.storage.arena.stats()
     origins = {}
-    for r in getattr(storage.origin, "replicas", []):
-        st = r.stats
-        origins[r.name] = {
-            "requests": st.requests, "failures": st.failures, "bytes": st.bytes,
-            "hedges": st.hedges, "failovers": st.failovers_from,
-            "latency_buckets": list(st.latency_buckets), "latency_sum": st.latency_sum,
-            "latency_count": st.latency_count, "healthy": r.healthy(time.monotonic()),
-        }
+    for name, st in storages.items():
+        for r in getattr(st.origin, "replicas", []):
+            s = r.stats
+            origins[f"{name}/{r.name}" if name else r.name] = {
+                "requests": s.requests, "failures": s.failures, "bytes": s.bytes,
+                "hedges": s.hedges, "failovers": s.failovers_from,
+                "latency_buckets": list(s.latency_buckets), "latency_sum": s.latency_sum,
+                "latency_count": s.latency_count, "healthy": r.healthy(time.monotonic()),
+            }
+    tenants = {}
+    if app.single is None:
+        for name, t in app.tenants.items():
+            st = t.storage
+            tenants[name] = {"requests": t.requests, "bytes": t.bytes_sent, "blocks": st.blocks,
+                             "capacity": st.capacity, "used": st.policy.used,
+                             "block_hits": st.counters.block_hits,
+                             "block_misses": st.counters.block_misses,
+                             "origin_bytes": st.counters.origin_bytes}
     return {
         "pid": os.getpid(),
         "requests": {f"{s}|{cs}": n for (s, cs), n in app.requests.items()},
         "bytes": dict(app.bytes_sent),
         "connections": len(app.connections),
-        "blocks": storage.blocks,
-        "fills": c.fills, "fill_failures": c.fill_failures, "transient_fills": c.transient_fills,
-        "evictions": c.evictions, "block_hits": c.block_hits, "block_misses": c.block_misses,
-        "origin_bytes": c.origin_bytes, "purges": c.purges, "stale_meta": c.stale_meta,
-        "waiters": c.waiting,
+        "blocks": sum(st.blocks for st in storages.values()),
+        "fills": totals["fills"], "fill_failures": totals["fill_failures"],
+        "transient_fills": totals["transient_fills"],
+        "evictions": totals["evictions"], "block_hits": totals["block_hits"],
+        "block_misses": totals["block_misses"],
+        "origin_bytes": totals["origin_bytes"], "purges": totals["purges"],
+        "stale_meta": totals["stale_meta"],
+        "waiters": totals["waiting"],
         "arena": {
             "size": arena["size"], "used": arena["used_bytes"],
             "pinned_chunks": arena["pinned_chunks"],
@@ -57,6 +80,7 @@ def snapshot(app: App) -> dict[str, Any]:
                          "free": k["chunks_free"] * k["chunk_size"]} for k in arena["classes"]],
         },
         "origins": origins,
+        "tenants": tenants,
     }
 
 
@@ -160,6 +184,24 @@ class SnapshotCollector:
         yield from fam.values()
         yield lat
         yield health
+        tenants = sorted({n for s in snaps for n in s.get("tenants", {})})
+        if tenants:
+            fams: dict[str, Any] = {k: (CounterMetricFamily if kind == "c" else GaugeMetricFamily)(
+                        f"edge_tenant_{name}", doc, labels=["tenant"])
+                    for k, name, kind, doc in (
+                        ("requests", "requests", "c", "Responses per tenant"),
+                        ("bytes", "sent_bytes", "c", "Body bytes sent per tenant"),
+                        ("origin_bytes", "origin_bytes", "c", "Bytes read from each tenant's origins"),
+                        ("block_hits", "block_hits", "c", "Block lookups that hit, per tenant"),
+                        ("block_misses", "block_misses", "c", "Block lookups that missed, per tenant"),
+                        ("blocks", "blocks", "g", "Cached blocks per tenant"),
+                        ("used", "cache_bytes", "g", "Arena bytes each tenant's policy holds"),
+                        ("capacity", "cache_share_bytes", "g", "Arena bytes reserved for each tenant"))}
+            for n in tenants:
+                rows = [s["tenants"][n] for s in snaps if n in s.get("tenants", {})]
+                for k, m in fams.items():
+                    m.add_metric([n], sum(r[k] for r in rows))
+            yield from fams.values()
 
 
 def _sum_dicts(ds: Iterable[dict[str, int]]) -> dict[str, int]:

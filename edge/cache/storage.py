@@ -50,8 +50,8 @@ log = logging.getLogger("edge.cache")
 
 EXTRA_EVICTION_TRIES = 4   # bounded retries when the arena is fragmented
 INDEX_MAGIC = b"EDGEIDX\x01"
-INDEX_VERSION = 1
-_RECORD = struct.Struct("<16sIQIQ")   # oid, block index, arena offset, length, xxh3-64
+INDEX_VERSION = 2
+_RECORD = struct.Struct("<16sIQIQH")   # oid, block index, arena offset, length, xxh3-64, tenant no.
 NEGATIVE_TTL = 2.0         # seconds a "not found" is remembered
 
 
@@ -143,14 +143,27 @@ class Storage:
         meta_ttl: float | None = 30.0,
         max_fills: int = 64,
         max_transient: int = 16,
+        capacity: int | None = None,
+        shared_with: Storage | None = None,
+        name: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``capacity``: the arena bytes this storage's policy manages (default: the whole
+        arena). ``shared_with``: another Storage over the same arena whose fill slots and
+        transient-memory bound this one shares (tenants: the bounds stay the machine's);
+        then ``max_fills`` and ``max_transient`` are ignored. Any storage of such a group
+        may release any block of the group (``release`` only touches the shared parts).
+        """
         if block_size != arena.page_size:
             raise ValueError("block_size must equal the arena page size")
-        self.arena = arena
+        if shared_with is not None and shared_with.arena is not arena:
+            raise ValueError("shared_with must use the same arena")
+        self.arena: Any = arena
         self.origin = origin
         self.block_size = block_size
-        self.policy = make_policy(policy, arena.size, evictable=self._evictable, block_size=block_size)
+        self.name = name
+        self.capacity = arena.size if capacity is None else min(capacity, arena.size)
+        self.policy = make_policy(policy, self.capacity, evictable=self._evictable, block_size=block_size)
         self.counters = Counters()
         self._index: dict[tuple, Block] = {}
         self._transient: dict[tuple, Block] = {}
@@ -162,8 +175,14 @@ class Storage:
         # Last known metadata, served when the origin cannot be asked (stale-if-error).
         self._stale: cachetools.LRUCache = cachetools.LRUCache(65536)
         self._meta_inflight: dict[str, asyncio.Future] = {}
-        self._fill_slots = asyncio.Semaphore(max_fills)
-        self._transient_room = asyncio.Semaphore(max_transient)
+        self._fill_slots: asyncio.Semaphore
+        self._transient_room: asyncio.Semaphore
+        if shared_with is not None:
+            self._fill_slots = shared_with._fill_slots
+            self._transient_room = shared_with._transient_room
+        else:
+            self._fill_slots = asyncio.Semaphore(max_fills)
+            self._transient_room = asyncio.Semaphore(max_transient)
         self._tasks: set[asyncio.Task] = set()
 
     # -- metadata -------------------------------------------------------------------------
@@ -496,108 +515,6 @@ class Storage:
         level = logging.WARNING if isinstance(exc, Exception) else logging.DEBUG
         log.log(level, "fill of %r block %d failed: %s", meta.key, block.key[1], exc)
 
-    # -- warm restart ---------------------------------------------------------------------
-
-    def save_index(self, path: str, layout: dict[str, Any]) -> int:
-        """Write the ready blocks and their objects' metadata to ``path`` (atomically).
-
-        Format: ``INDEX_MAGIC``, a 4-byte header length, a JSON header (layout, objects), then
-        one 40-byte record per block: oid, block index, offset, length, xxh3-64. Returns the
-        number of blocks written. Called at clean shutdown only, so its existence is the
-        clean-shutdown flag.
-        """
-        metas = {m.oid: m for m in list(self._stale.values()) + list(self._meta.values())}
-        records = []
-        for (oid, idx), b in self._index.items():
-            if b.ready and oid in metas:
-                records.append(_RECORD.pack(oid, idx, b.off, b.length, b.checksum))
-        header = json.dumps({
-            "version": INDEX_VERSION, "layout": layout,
-            "objects": [[m.oid.hex(), m.key, m.size, m.etag.decode("latin-1"), m.last_modified]
-                        for m in metas.values()],
-        }).encode()
-        tmp = f"{path}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(INDEX_MAGIC + struct.pack("<I", len(header)) + header)
-            f.write(b"".join(records))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return len(records)
-
-    def restore_index(self, path: str, layout: dict[str, Any]) -> tuple[int, int]:
-        """Re-attach what ``save_index`` wrote, fail-closed; returns (blocks kept, dropped).
-
-        The index file is consumed (renamed away) first, so a crash after this point starts
-        cold. Anything doubtful is dropped, never served: another magic, version or layout
-        drops everything; a block whose chunk the arena refuses, whose object is unknown, or
-        whose bytes no longer hash to the recorded xxh3-64 is dropped on its own.
-        """
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return 0, 0
-        os.replace(path, f"{path}.used")
-        try:
-            if data[:len(INDEX_MAGIC)] != INDEX_MAGIC:
-                raise ValueError("not an edge index (magic)")
-            (hlen,) = struct.unpack_from("<I", data, len(INDEX_MAGIC))
-            start = len(INDEX_MAGIC) + 4
-            header = json.loads(data[start:start + hlen])
-            if header.get("version") != INDEX_VERSION:
-                raise ValueError(f"index version {header.get('version')!r}, expected {INDEX_VERSION}")
-            if header.get("layout") != layout:
-                raise ValueError(f"the layout changed: {header.get('layout')} -> {layout}")
-            body = data[start + hlen:]
-            if len(body) % _RECORD.size:
-                raise ValueError("truncated block records")
-        except (ValueError, struct.error) as exc:
-            log.warning("warm restart: ignoring %s: %s", path, exc)
-            return 0, 0
-        metas: dict[bytes, ObjectMeta] = {}
-        for oid_hex, key, size, etag, lm in header["objects"]:
-            m = ObjectMeta(key, ObjectInfo(size=size, etag=etag.encode("latin-1"), last_modified=lm),
-                           self.block_size)
-            if m.oid.hex() == oid_hex:          # the oid is derived: a mismatch means corruption
-                metas[m.oid] = m
-        wanted = []
-        for oid, idx, off, length, checksum in _RECORD.iter_unpack(body):
-            owner = metas.get(oid)
-            if owner is not None and 0 <= idx < owner.nblocks and owner.block_len(idx) == length:
-                wanted.append((oid, idx, off, length, checksum))
-        refused = set(self.arena.adopt([(off, length) for _, _, off, length, _ in wanted]))
-        kept = 0
-        dropped = len(body) // _RECORD.size - len(wanted)
-        for oid, idx, off, length, checksum in wanted:
-            if off in refused:
-                dropped += 1
-                continue
-            view = self.arena.view(off, length)
-            ok = xxhash.xxh3_64_intdigest(view) == checksum
-            view.release()
-            bk = (oid, idx)
-            if ok and bk not in self._index:
-                weight = self.arena.chunk_size(self.arena.class_for(length))
-                victims = self.policy.admit(bk, weight)
-                for v in victims:
-                    if v != bk:
-                        self._drop(v)
-                if bk not in victims:
-                    b = Block(bk, off, length)
-                    b.filled = length
-                    b.checksum = checksum
-                    b.ready = True
-                    self._index[bk] = b
-                    kept += 1
-                    continue
-            self.arena.free(off)
-            dropped += 1
-        for m in metas.values():
-            self._meta[m.key] = m
-            self._stale[m.key] = m
-        return kept, dropped
-
     # -- lifecycle ------------------------------------------------------------------------
 
     @property
@@ -615,3 +532,122 @@ class Storage:
             t.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+# -- warm restart ---------------------------------------------------------------------------
+
+def save_index(path: str, layout: dict[str, Any], storages: dict[str, Storage]) -> int:
+    """Write the ready blocks of ``storages`` (tenant name -> storage, all over one arena)
+    and their objects' metadata to ``path`` (atomically).
+
+    Format: ``INDEX_MAGIC``, a 4-byte header length, a JSON header (layout, tenant names, and
+    per tenant its objects), then one 42-byte record per block: oid, block index, offset,
+    length, xxh3-64, tenant number. Returns the number of blocks written. Called at clean
+    shutdown only, so its existence is the clean-shutdown flag.
+    """
+    names = sorted(storages)
+    records = []
+    objects: dict[str, list] = {}
+    for no, name in enumerate(names):
+        st = storages[name]
+        metas = {m.oid: m for m in list(st._stale.values()) + list(st._meta.values())}
+        for (oid, idx), b in st._index.items():
+            if b.ready and oid in metas:
+                records.append(_RECORD.pack(oid, idx, b.off, b.length, b.checksum, no))
+        objects[name] = [[m.oid.hex(), m.key, m.size, m.etag.decode("latin-1"), m.last_modified]
+                         for m in metas.values()]
+    header = json.dumps({"version": INDEX_VERSION, "layout": layout, "tenants": names,
+                         "objects": objects}).encode()
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(INDEX_MAGIC + struct.pack("<I", len(header)) + header)
+        f.write(b"".join(records))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(records)
+
+
+def restore_index(path: str, layout: dict[str, Any], storages: dict[str, Storage]) -> tuple[int, int]:
+    """Re-attach what ``save_index`` wrote to the storages of the same tenant names, fail-closed;
+    returns (blocks kept, dropped).
+
+    The index file is consumed (renamed away) first, so a crash after this point starts
+    cold. Anything doubtful is dropped, never served: another magic, version or layout
+    drops everything; a block whose tenant is gone, whose chunk the arena refuses, whose
+    object is unknown, or whose bytes no longer hash to the recorded xxh3-64 is dropped on
+    its own. A block comes back only into the storage of the tenant that saved it.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return 0, 0
+    os.replace(path, f"{path}.used")
+    try:
+        if data[:len(INDEX_MAGIC)] != INDEX_MAGIC:
+            raise ValueError("not an edge index (magic)")
+        (hlen,) = struct.unpack_from("<I", data, len(INDEX_MAGIC))
+        start = len(INDEX_MAGIC) + 4
+        header = json.loads(data[start:start + hlen])
+        if header.get("version") != INDEX_VERSION:
+            raise ValueError(f"index version {header.get('version')!r}, expected {INDEX_VERSION}")
+        if header.get("layout") != layout:
+            raise ValueError(f"the layout changed: {header.get('layout')} -> {layout}")
+        body = data[start + hlen:]
+        if len(body) % _RECORD.size:
+            raise ValueError("truncated block records")
+        names = list(header["tenants"])
+        objects = header["objects"]
+    except (ValueError, struct.error, KeyError, TypeError) as exc:
+        log.warning("warm restart: ignoring %s: %s", path, exc)
+        return 0, 0
+    any_storage = next(iter(storages.values()))
+    arena, block_size = any_storage.arena, any_storage.block_size
+    metas: dict[tuple[int, bytes], ObjectMeta] = {}
+    for no, name in enumerate(names):
+        if name not in storages:
+            continue                    # a tenant no longer configured: its blocks go
+        for oid_hex, key, size, etag, lm in objects.get(name, []):
+            m = ObjectMeta(key, ObjectInfo(size=size, etag=etag.encode("latin-1"), last_modified=lm),
+                           block_size)
+            if m.oid.hex() == oid_hex:          # the oid is derived: a mismatch means corruption
+                metas[(no, m.oid)] = m
+    wanted = []
+    for oid, idx, off, length, checksum, no in _RECORD.iter_unpack(body):
+        owner = metas.get((no, oid))
+        if owner is not None and 0 <= idx < owner.nblocks and owner.block_len(idx) == length:
+            wanted.append((oid, idx, off, length, checksum, no))
+    refused = set(arena.adopt([(off, length) for _, _, off, length, _, _ in wanted]))
+    kept = 0
+    dropped = len(body) // _RECORD.size - len(wanted)
+    for oid, idx, off, length, checksum, no in wanted:
+        st = storages[names[no]]
+        if off in refused:
+            dropped += 1
+            continue
+        view = arena.view(off, length)
+        ok = xxhash.xxh3_64_intdigest(view) == checksum
+        view.release()
+        bk = (oid, idx)
+        if ok and bk not in st._index:
+            weight = arena.chunk_size(arena.class_for(length))
+            victims = st.policy.admit(bk, weight)
+            for v in victims:
+                if v != bk:
+                    st._drop(v)
+            if bk not in victims:
+                b = Block(bk, off, length)
+                b.filled = length
+                b.checksum = checksum
+                b.ready = True
+                st._index[bk] = b
+                kept += 1
+                continue
+        arena.free(off)
+        dropped += 1
+    for (no, _), m in metas.items():
+        st = storages[names[no]]
+        st._meta[m.key] = m
+        st._stale[m.key] = m
+    return kept, dropped

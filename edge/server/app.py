@@ -24,11 +24,12 @@ from edge import config as cfg
 from edge import metrics
 from edge.accesslog import AccessLog
 from edge.budget import BudgetStore
-from edge.cache import Storage
-from edge.config import Config
+from edge.cache import Storage, restore_index, save_index
+from edge.config import Config, OriginSpec, PoolSpec, TenantSpec
 from edge.control import Journal
 from edge.http import Limits, Request, format_http_date
 from edge.ledger import Ledger
+from edge.server.tenants import Router, Tenant
 from edge.takedowns import Takedowns
 from origin_clients import make_origin
 from origin_clients.pool import OriginPool
@@ -65,43 +66,77 @@ def arena_layout(config: Config, arena_path: str, size: int) -> dict[str, Any]:
             "block_size": config.block_size, "min_chunk": config.min_chunk}
 
 
-def make_pool(config: Config) -> OriginPool:
-    """The configured origins as one pool of replicas."""
+def make_pool(specs: tuple[OriginSpec, ...], p: PoolSpec) -> OriginPool:
+    """Origins (one tenant's, or the top-level ones) as one pool of replicas."""
     origins = [
         make_origin(o.name, o.url, access_key=o.access_key or None, secret_key=o.secret_key or None,
                     session_token=o.session_token or None, max_connections=o.max_connections,
                     connect_timeout=o.connect_timeout, read_timeout=o.read_timeout)
-        for o in config.origins
+        for o in specs
     ]
-    p = config.pool
     return OriginPool(origins, retries=p.retries, backoff=p.backoff, deadline=p.deadline,
                       failure_threshold=p.failure_threshold, cooldown=p.cooldown,
                       probe_interval=p.probe_interval, probe_key=p.probe_key,
                       hedge_after=p.hedge_after)
 
 
+def tenant_specs(config: Config) -> tuple[TenantSpec, ...]:
+    """The configured tenants; without [[tenants]], one tenant "" for every Host."""
+    return config.tenants or (TenantSpec(name="", hosts=("*",), origins=config.origins),)
+
+
+def tenant_secret(config: Config, spec: TenantSpec) -> bytes | None:
+    """The token secret of a tenant: its own, else [auth] secret; None when it has neither."""
+    secret = config.auth_secret if spec.secret is None else spec.secret
+    return secret.encode() if secret else None
+
+
+def make_storages(config: Config, arena: Any) -> dict[str, Storage]:
+    """One Storage per tenant over ``arena``, each with its share of it as its policy's
+    capacity; fill slots and memory outside the arena are bounded for all of them together."""
+    shares = config.tenant_capacities()
+    total = sum(shares.values())
+    storages: dict[str, Storage] = {}
+    first: Storage | None = None
+    for spec in tenant_specs(config):
+        pool = make_pool(spec.origins, config.pool)
+        capacity = max(2 * config.block_size,
+                       (shares[spec.name] * arena.size // total) // config.block_size * config.block_size)
+        st = Storage(arena, pool, block_size=config.block_size, policy=config.eviction,
+                     meta_ttl=config.revalidate_after or None, max_fills=config.max_fills,
+                     max_transient=max(1, config.uncached_memory // config.block_size),
+                     capacity=capacity, shared_with=first, name=spec.name)
+        first = first or st
+        storages[spec.name] = st
+    return storages
+
+
 class App:
     """Everything the connections of one worker share."""
 
-    def __init__(self, config: Config, storage: Storage, *, worker: int = 0, workers: int = 1) -> None:
+    def __init__(self, config: Config, storages: dict[str, Storage], *, worker: int = 0,
+                 workers: int = 1) -> None:
         self.config = config
-        self.storage = storage
+        self.storages = storages
+        # Any storage releases any pinned block (they share the arena and the transient room).
+        self.storage = next(iter(storages.values()))
         self.worker = worker
         self.workers = workers
         self.journal = Journal(os.path.join(config.state_dir, "control.jsonl"))
         self.takedowns = Takedowns(config.state_dir)
+        self.tenants: dict[str, Tenant] = {}
+        self.single: Tenant | None = None      # set when there are no [[tenants]]: no routing
+        self.router: Router | None = None
+        self._setup_tenants(config)
         # Paid downloads: with a secret every request needs a token; budgets are shared by all
         # workers (SQLite in state_dir); the ledger records every finished response.
-        self.auth_secret = config.auth_secret.encode() if config.auth_secret else None
         self.budgets = (BudgetStore(os.path.join(config.state_dir, "budgets.sqlite"))
-                        if self.auth_secret else None)
+                        if any(t.secret for t in self.tenants.values()) else None)
         self.ledger = (Ledger(config.ledger_path, rotate_bytes=config.ledger_rotate)
                        if config.ledger_path else None)
-        self.blocked = self.takedowns.entries     # the request path's view: key -> record
         self.metrics_dir = os.path.join(config.state_dir, "metrics")
         self._apply_limits(config)
         self.readahead = config.readahead
-        self.heads: dict = {}   # key -> the plain 200 head of its current version (protocol.py)
         self.connections: set = set()
         self.now = time.monotonic()
         self.date = format_http_date(time.time())
@@ -117,7 +152,7 @@ class App:
 
     def log_access(self, req: Request, client: str, status: int, cache_status: str, nbytes: int,
                    size: int | None, first_byte: int | None, last_byte: int | None,
-                   origin_ms: float | None, started: float | None) -> None:
+                   origin_ms: float | None, started: float | None, tenant: str = "") -> None:
         """One access-log line (only called when the access log is on)."""
         assert self.access_log is not None
         self.access_log.log(
@@ -126,7 +161,8 @@ class App:
             range=req.range.decode("latin-1") if req.range is not None else None,
             first_byte=first_byte, last_byte=last_byte, bytes_sent=nbytes,
             cache_status=cache_status, origin_ms=origin_ms,
-            total_ms=(time.monotonic() - started) * 1000 if started is not None else None)
+            total_ms=(time.monotonic() - started) * 1000 if started is not None else None,
+            tenant=tenant)
 
     def _apply_limits(self, config: Config) -> None:
         self.limits = Limits(
@@ -140,6 +176,35 @@ class App:
         self.header_timeout = config.header_timeout
         self.idle_timeout = config.idle_timeout
         self.send_timeout = config.send_timeout
+
+    def _setup_tenants(self, config: Config) -> None:
+        """(Re)build the tenants' secrets, takedown views and the Host router from ``config``."""
+        specs = tenant_specs(config)
+        for spec in specs:
+            t = self.tenants.get(spec.name)
+            if t is None:
+                t = self.tenants[spec.name] = Tenant(spec.name, self.storages[spec.name], None)
+            t.secret = tenant_secret(config, spec)
+            t.blocked = self.takedowns.for_tenant(spec.name)
+        if config.tenants:
+            self.router = Router(self.tenants, specs)
+            self.single = None
+        else:
+            self.single = self.tenants[""]
+            self.router = None
+
+    def route(self, host: bytes | None) -> Tenant | None:
+        """The tenant that serves ``host`` (None: no tenant does)."""
+        if self.single is not None:
+            return self.single
+        assert self.router is not None
+        return self.router.route(host)
+
+    def _scope(self, tenant: str | None) -> list[Tenant]:
+        """The tenants an admin command names: one, or every tenant for None/""."""
+        if tenant:
+            return [self.tenants[tenant]]
+        return list(self.tenants.values())
 
     @property
     def admin_token(self) -> str:
@@ -155,17 +220,20 @@ class App:
         others = [x for x in metrics.read_snapshots(self.metrics_dir) if x.get("pid") != own["pid"]]
         return [own, *others]
 
-    def purge(self, *, key: str | None = None, prefix: str | None = None,
+    def purge(self, *, key: str | None = None, prefix: str | None = None, tenant: str | None = None,
               broadcast: bool = True) -> dict[str, int]:
-        """Drop an object (or every object under a prefix) here and, by the journal, everywhere."""
-        if key is not None:
-            result = {"objects": 1, "blocks": self.storage.purge(key)}
-            cmd = {"op": "purge", "key": key}
-        else:
-            assert prefix is not None
-            objects, blocks = self.storage.purge_prefix(prefix)
-            result = {"objects": objects, "blocks": blocks}
-            cmd = {"op": "purge", "prefix": prefix}
+        """Drop an object (or every object under a prefix) of ``tenant`` (None: of every
+        tenant) here and, by the journal, everywhere."""
+        result = {"objects": 1 if key is not None else 0, "blocks": 0}
+        for t in self._scope(tenant):
+            if key is not None:
+                result["blocks"] += t.storage.purge(key)
+            else:
+                assert prefix is not None
+                objects, blocks = t.storage.purge_prefix(prefix)
+                result["objects"] += objects
+                result["blocks"] += blocks
+        cmd = {"op": "purge", "key": key, "prefix": prefix, "tenant": tenant}
         if broadcast and self.workers > 1:
             self.journal.append(cmd)
         return result
@@ -184,10 +252,21 @@ class App:
             log.error("reload refused, keeping the running config: %s", exc)
             return {"ok": False, "error": str(exc)}
         restart = [k for k in RESTART_KEYS if getattr(new, k) != getattr(old, k)]
+        if ([t.name for t in new.tenants] != [t.name for t in old.tenants]
+                or new.tenant_capacities() != old.tenant_capacities()):
+            restart.append("tenants")       # which tenants exist and their shares of the arena
         applied = []
-        if new.origins != old.origins or new.pool != old.pool:
-            self._swap_origins(new)
-            applied.append("origins")
+        if "tenants" not in restart:
+            old_specs = {t.name: t for t in tenant_specs(old)}
+            swapped = [t.name for t in tenant_specs(new)
+                       if t.origins != old_specs[t.name].origins or new.pool != old.pool]
+            for name in swapped:
+                self._swap_origins(self.storages[name], {t.name: t for t in tenant_specs(new)}[name]
+                                   .origins, new.pool)
+            if swapped:
+                applied.append("origins")
+            if (new.auth_secret != old.auth_secret or new.tenants != old.tenants):
+                applied.append("tenants" if new.tenants != old.tenants else "auth.secret")
         if any(getattr(new, k) != getattr(old, k) for k in LIMIT_KEYS):
             self._apply_limits(new)
             applied.append("limits")
@@ -204,51 +283,62 @@ class App:
         if new.admin_token != old.admin_token:
             applied.append("admin.token")
         # restart-only values keep running as they are; the rest is the new config
-        self.config = dataclasses.replace(new, **{k: getattr(old, k) for k in restart})
+        keep = {k: getattr(old, k) for k in restart}
+        self.config = dataclasses.replace(new, **keep)
+        self._setup_tenants(self.config)
+        if self.budgets is None and any(t.secret for t in self.tenants.values()):
+            self.budgets = BudgetStore(os.path.join(self.config.state_dir, "budgets.sqlite"))
         if broadcast and self.workers > 1:
             self.journal.append({"op": "reload"})
         log.info("config reloaded from %s: applied %s%s", new.source, ", ".join(applied) or "nothing",
                  f"; needs a restart: {', '.join(restart)}" if restart else "")
         return {"ok": True, "applied": applied, "needs_restart": restart}
 
-    def _swap_origins(self, new: Config) -> None:
-        old_pool = self.storage.origin
-        pool = make_pool(new)
+    def _swap_origins(self, storage: Storage, specs: tuple[OriginSpec, ...], pool_spec: PoolSpec) -> None:
+        old_pool = storage.origin
+        pool = make_pool(specs, pool_spec)
         pool.start()
-        self.storage.origin = pool
-        self.storage.forget_all_meta()
+        storage.origin = pool
+        storage.forget_all_meta()
         # fills in flight keep the old pool until they end; close it when they surely have
         asyncio.get_running_loop().call_later(
-            max(60.0, new.pool.deadline * 3),
+            max(60.0, pool_spec.deadline * 3),
             lambda: asyncio.ensure_future(old_pool.close()))
 
-    def block(self, key: str, *, case_id: str, reason: str, actor: str) -> dict:
-        """Take ``key`` down (after review): persisted, audited, purged, 451 on every worker."""
-        record = self.takedowns.block(key, case_id=case_id, reason=reason, actor=actor)
-        self._takedowns_changed([key])
+    def block(self, key: str, *, case_id: str, reason: str, actor: str, tenant: str = "") -> dict:
+        """Take ``key`` of ``tenant`` ("": of every tenant) down, after review: persisted,
+        audited, purged, 451 on every worker."""
+        record = self.takedowns.block(key, case_id=case_id, reason=reason, actor=actor, tenant=tenant)
+        self._takedowns_changed([(tenant, key)])
         return record
 
-    def unblock(self, key: str, *, actor: str, case_id: str = "", reason: str = "") -> bool:
-        done = self.takedowns.unblock(key, actor=actor, case_id=case_id, reason=reason)
+    def unblock(self, key: str, *, actor: str, tenant: str = "", case_id: str = "",
+                reason: str = "") -> bool:
+        done = self.takedowns.unblock(key, actor=actor, tenant=tenant, case_id=case_id, reason=reason)
         if done:
             self._takedowns_changed([])
         return done
 
-    def _takedowns_changed(self, purge: list[str], broadcast: bool = True) -> None:
-        self.blocked = self.takedowns.entries
-        for key in purge:
-            self.storage.purge(key)
+    def _takedowns_changed(self, purge: list[tuple[str, str]], broadcast: bool = True) -> None:
+        for t in self.tenants.values():
+            t.blocked = self.takedowns.for_tenant(t.name)
+        for tenant, key in purge:
+            for t in self._scope(tenant):
+                t.storage.purge(key)
+                t.heads.pop(key, None)
         if broadcast and self.workers > 1:
-            self.journal.append({"op": "takedowns", "purge": purge})
+            self.journal.append({"op": "takedowns", "purge": [list(x) for x in purge]})
 
     def apply_journal(self) -> None:
         for cmd in self.journal.poll():
             op = cmd.get("op")
             if op == "takedowns":
                 self.takedowns.load()
-                self._takedowns_changed(list(cmd.get("purge", [])), broadcast=False)
+                purge = [(str(t), str(k)) for t, k in cmd.get("purge", [])]
+                self._takedowns_changed(purge, broadcast=False)
             elif op == "purge":
-                self.purge(key=cmd.get("key"), prefix=cmd.get("prefix"), broadcast=False)
+                self.purge(key=cmd.get("key"), prefix=cmd.get("prefix"), tenant=cmd.get("tenant"),
+                           broadcast=False)
             elif op == "reload":
                 self.reload()
             else:
@@ -299,19 +389,17 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
     arena_path = arena_path_for(config, port, workers)
     arena = Arena(size, config.block_size, path=arena_path, min_chunk=config.min_chunk,
                   prefault=config.prefault)
-    origin = make_pool(config)
-    origin.start()
-    storage = Storage(arena, origin, block_size=config.block_size, policy=config.eviction,
-                      meta_ttl=config.revalidate_after or None, max_fills=config.max_fills,
-                      max_transient=max(1, config.uncached_memory // config.block_size))
+    storages = make_storages(config, arena)
+    for st in storages.values():
+        st.origin.start()       # type: ignore[attr-defined]  # an OriginPool
     if arena_path is not None:          # warm restart: re-attach what the last clean stop saved
         t0 = time.monotonic()
-        kept, dropped = storage.restore_index(index_path(config, port),
-                                              arena_layout(config, arena_path, size))
+        kept, dropped = restore_index(index_path(config, port), arena_layout(config, arena_path, size),
+                                      storages)
         if kept or dropped:
             log.info("warm restart: %d blocks re-attached from %s, %d dropped, in %.2fs",
                      kept, arena_path, dropped, time.monotonic() - t0)
-    app = App(config, storage, worker=worker, workers=workers)
+    app = App(config, storages, worker=worker, workers=workers)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: HttpProtocol(app), sock=sock)
     stop = asyncio.Event()
@@ -360,12 +448,13 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
             app.ledger.close()
         if app.budgets is not None:
             app.budgets.close()
-        await storage.close()
-        await storage.origin.close()
+        for st in storages.values():
+            await st.close()
+            await st.origin.close()
         await asyncio.sleep(0)   # let aborted transports drop their buffers (arena views)
         if arena_path is not None:      # the arena file stays: it is the next start's warm cache
             try:
-                n = storage.save_index(index_path(config, port), arena_layout(config, arena_path, size))
+                n = save_index(index_path(config, port), arena_layout(config, arena_path, size), storages)
                 log.info("saved %d blocks for a warm restart", n)
             except OSError as exc:
                 log.warning("could not save the index for a warm restart: %s", exc)
@@ -388,7 +477,11 @@ def serve(config: Config) -> int:
     sock = _make_socket(host, port, reuse_port=workers > 1)
     actual_port = sock.getsockname()[1]
     impl = "pure-Python twins" if cext.NO_EXTENSIONS else "compiled extensions"
-    origins = ", ".join(f"{o.name}={o.url}" for o in config.origins)
+    if config.tenants:
+        origins = "; ".join(f"tenant {t.name} ({', '.join(t.hosts)}): "
+                            + ", ".join(f"{o.name}={o.url}" for o in t.origins) for t in config.tenants)
+    else:
+        origins = ", ".join(f"{o.name}={o.url}" for o in config.origins)
     admin = ""
     if config.admin_listen is not None:
         admin = f"; admin on http://{config.admin_listen[0]}:{config.admin_listen[1]}/"

@@ -51,7 +51,9 @@ from edge.tokens import Grant, TokenError
 from origin_clients import NotFound, OriginError, OriginTimeout
 
 if TYPE_CHECKING:
+    from edge.cache import Storage
     from edge.server.app import App
+    from edge.server.tenants import Tenant
 
 log = logging.getLogger("edge.server")
 
@@ -68,7 +70,7 @@ LABELS = {HIT: "hit", MISS: "miss", PARTIAL: "partial", BYPASS: "bypass"}
 
 _METHOD_NOT_ALLOWED_HEADERS = ((b"Allow", b"GET, HEAD"),)
 
-HEADS_MAX = 4096            # objects whose plain 200 head is kept (per storage)
+HEADS_MAX = 4096            # objects whose plain 200 head is kept (per tenant)
 
 
 def _boundary() -> bytes:
@@ -148,7 +150,7 @@ class HttpProtocol(asyncio.Protocol):
         # Set by connection_made (uvloop's transport is not an asyncio.Transport subclass).
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = RequestParser(app.limits)
-        self.heads: dict[str, _Head] = app.heads    # cached plain-hit heads, shared per worker
+        self.tenant: Tenant | None = None    # who the current request is for (routed by Host)
         self.queue: deque[Request | HTTPError] = deque()
         self.busy = False             # a request is being handled by the task
         self.closing = False
@@ -275,6 +277,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _send_error(self, err: HTTPError, req: Request | None,
                     cache_status: bytes = BYPASS) -> None:
+        if req is None:
+            self.tenant = None          # not a request of anyone's
         keep = (req is not None and req.keep_alive and req.error is None
                 and err.status in (304, 404, 405, 412, 416, 451))
         data = error_response(
@@ -302,7 +306,8 @@ class HttpProtocol(asyncio.Protocol):
         try:
             if not token:
                 raise TokenError(tokens.MISSING)
-            return tokens.verify(token, self.app.auth_secret, req.key, time.time(),  # type: ignore[arg-type]
+            assert self.tenant is not None and self.tenant.secret is not None
+            return tokens.verify(token, self.tenant.secret, req.key, time.time(),
                                  self.app.config.auth_skew)
         except TokenError as exc:
             self._send_error(HTTPError(403, exc.reason), req)
@@ -332,14 +337,18 @@ class HttpProtocol(asyncio.Protocol):
         app = self.app
         label = LABELS[cache_status]
         app.count(status, label, nbytes)
+        t = self.tenant
+        if t is not None:
+            t.requests += 1
+            t.bytes_sent += nbytes
         if app.ledger is not None and req is not None:
             grant = self.grant
             app.ledger.record(time=time.time(), receipt=grant.receipt if grant else None,
-                              key=req.key, tenant="", status=status, bytes_sent=nbytes,
-                              method=req.method.decode("latin-1"))
+                              key=req.key, tenant=t.name if t is not None else None, status=status,
+                              bytes_sent=nbytes, method=req.method.decode("latin-1"))
         if app.access_log is not None and req is not None:
             app.log_access(req, self.peer, status, label, nbytes, size, first, last, origin_ms,
-                           started)
+                           started, t.name if t is not None else "")
 
     def _precheck(self, req: Request) -> bool:
         """Answer requests that need no object at all; True if answered."""
@@ -368,13 +377,12 @@ class HttpProtocol(asyncio.Protocol):
         if not req.keep_alive:
             self._close()
 
-    def _head(self, req: Request, meta: ObjectMeta) -> bytes:
+    def _head(self, req: Request, meta: ObjectMeta, heads: dict[str, _Head]) -> bytes:
         """The head of the plain 200 hit (no Range, no preconditions) of ``meta``."""
-        h = self.heads.get(req.key)
+        h = heads.get(req.key)
         if h is None or h.meta is not meta:
             p = self._plan(req, meta)
             h = _Head(meta, *head_parts(p.status, p.headers, cache_status=HIT))
-            heads = self.heads
             if len(heads) >= HEADS_MAX:
                 heads.clear()
             heads[req.key] = h
@@ -388,25 +396,31 @@ class HttpProtocol(asyncio.Protocol):
 
     def _handle_fast(self, req: Request) -> bool:
         """Answer ``req`` synchronously if that needs no I/O; False to hand it to the task."""
+        app = self.app
+        tenant = self.tenant = app.single or app.route(req.host)
         if req.error is not None or (req.method != b"GET" and req.method != b"HEAD") \
                 or not req.key:
             return self._precheck(req)
-        if self.app.blocked and req.key in self.app.blocked:
-            self._send_451(req, self.app.blocked[req.key])
+        if tenant is None:
+            host = (req.host or b"").decode("latin-1")[:200]
+            self._send_error(HTTPError(421, f"this edge serves no site named {host!r}"), req)
             return True
-        if self.app.auth_secret is not None:
+        if tenant.blocked and req.key in tenant.blocked:
+            self._send_451(req, tenant.blocked[req.key])
+            return True
+        if tenant.secret is not None:
             self.grant = self._authorize(req)
             if self.grant is None:
                 return True                        # 403 sent
             if req.method == b"GET":
                 return False                       # paid bytes take the accounted path
-        storage = self.app.storage
+        storage = tenant.storage
         meta = storage.meta_cached(req.key)
         if meta is None:
             return False
         if (req.range is None and req.if_match is None and req.if_none_match is None
                 and req.if_modified_since is None and req.if_unmodified_since is None):
-            return self._handle_plain(req, meta)
+            return self._handle_plain(req, meta, tenant)
         try:
             p = self._plan(req, meta)
         except RangeNotSatisfiable as err:
@@ -453,10 +467,10 @@ class HttpProtocol(asyncio.Protocol):
         self._finish(req)
         return True
 
-    def _handle_plain(self, req: Request, meta: ObjectMeta) -> bool:
+    def _handle_plain(self, req: Request, meta: ObjectMeta, tenant: Tenant) -> bool:
         """The 200 of a hit without Range or preconditions: the whole object, cached head."""
         size = meta.size
-        head = self._head(req, meta)
+        head = self._head(req, meta, tenant.heads)
         if req.method == b"HEAD" or not size:     # no body; an empty object's GET is a hit
             self._done(req, 200, HIT, 0, size)
             self.transport.write(head)
@@ -464,7 +478,7 @@ class HttpProtocol(asyncio.Protocol):
             return True
         if size > FAST_PATH_MAX:
             return False
-        storage = self.app.storage
+        storage = tenant.storage
         bs = storage.block_size
         if size <= bs:
             b = storage.pin_ready(meta, 0)
@@ -518,7 +532,8 @@ class HttpProtocol(asyncio.Protocol):
                            *_span(p.parts), origin_ms=origin_ms, started=started)
 
         try:
-            storage = self.app.storage
+            assert self.tenant is not None      # routed by _handle_fast
+            storage = self.tenant.storage
             meta_hit = storage.meta_cached(req.key) is not None
             try:
                 meta = await storage.meta(req.key, _first_block(req, storage.block_size))
@@ -537,7 +552,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._send_error(err, req, HIT if meta_hit else MISS)
                 return
             if p.send_body:
-                status = self._cache_status(meta, p.parts)
+                status = self._cache_status(storage, meta, p.parts)
             else:                       # HEAD, 304, 412: only the metadata was needed
                 status = HIT if meta_hit else MISS
             if self.grant is not None and p.send_body and p.content_length:
@@ -562,7 +577,7 @@ class HttpProtocol(asyncio.Protocol):
                     if isinstance(part, bytes):
                         self.transport.write(part)
                     else:
-                        await self._stream(meta, part[0], part[1])
+                        await self._stream(storage, meta, part[0], part[1])
                 await self._drain()
                 self._done(req, p.status, status, p.content_length, meta.size, *_span(p.parts),
                            origin_ms=origin_ms, started=started)
@@ -593,15 +608,17 @@ class HttpProtocol(asyncio.Protocol):
             self.busy = False
             self.task = None
             self.grant = None
+            self.tenant = None
             if not self.closing:
                 self._run()
 
-    def _cache_status(self, meta: ObjectMeta, parts: list) -> bytes:
+    @staticmethod
+    def _cache_status(storage: Storage, meta: ObjectMeta, parts: list) -> bytes:
         """RFC 9211: hit when every byte is cached, miss when none is, partial otherwise."""
         seen = set()
         for part in parts:
             if not isinstance(part, bytes):
-                seen.add(self.app.storage.is_cached(meta, part[0], part[1]))
+                seen.add(storage.is_cached(meta, part[0], part[1]))
         if seen == {True} or not seen:
             return HIT
         return MISS if seen == {False} else PARTIAL
@@ -622,9 +639,8 @@ class HttpProtocol(asyncio.Protocol):
             self.drain_waiter = asyncio.get_running_loop().create_future()
         await self.drain_waiter
 
-    async def _stream(self, meta: ObjectMeta, start: int, end: int) -> None:
+    async def _stream(self, storage: Storage, meta: ObjectMeta, start: int, end: int) -> None:
         """Send object bytes ``[start, end)``: pinned views, filled blocks streamed as they land."""
-        storage = self.app.storage
         transport = self.transport
         assert transport is not None
         bs = storage.block_size

@@ -84,7 +84,8 @@ def start_edge(tmp: Path, origin: Path | str | list, *args: str, pure: bool = Fa
             break
         m = re.search(rb"serving http://127\.0\.0\.1:(\d+)/", line)
         if m:
-            return EdgeServer(proc=proc, port=int(m.group(1)), origin=origins[0], log=log)
+            return EdgeServer(proc=proc, port=int(m.group(1)),
+                              origin=origins[0] if origins else "", log=log)
     proc.kill()
     proc.wait()
     raise RuntimeError(f"edge did not start: {line!r}\n{log.read_text(errors='replace')}")

@@ -385,3 +385,63 @@ def test_purge_drops_metadata_and_blocks(make):
         await st.settle()
         assert arena.stats()["pinned_chunks"] == 0
     run(main())
+
+
+def test_tenants_share_one_arena_with_their_own_index_and_share(twin, tmp_path):
+    """Two storages over one arena (white-label tenants): the same key is two objects, each
+    policy stays within its capacity, and a warm restart gives each block back to its tenant
+    only (a tenant that is gone loses its blocks)."""
+    from edge.cache import restore_index, save_index
+
+    Arena = twin("arena").Arena
+    path = str(tmp_path / "arena.bin")
+    layout = {"test": 1}
+    a_data, b_data = DATA, bytes(reversed(DATA))[:3 * BS]
+    objects_b = {"k": b_data, **{f"f{i}": bytes([i]) * BS for i in range(12)}}
+
+    def pair(arena):
+        a = Storage(arena, FakeOrigin({"k": a_data}), block_size=BS, capacity=8 * BS, name="a")
+        b = Storage(arena, FakeOrigin(objects_b), block_size=BS, capacity=8 * BS, shared_with=a,
+                    name="b")
+        return a, b
+
+    arena = Arena(16 * BS, BS, min_chunk=1024, path=path)
+    a, b = pair(arena)
+    assert b._fill_slots is a._fill_slots and b._transient_room is a._transient_room
+
+    async def fill():
+        assert await read_all(a, "k") == a_data
+        assert await read_all(b, "k") == b_data
+        for i in range(12):                    # b alone asks for more than its share
+            for _ in range(2):
+                await read_all(b, f"f{i}")
+        await a.settle()
+        await b.settle()
+        assert await read_all(a, "k") == a_data     # b's churn never evicted a's blocks
+        assert a.is_cached(a.meta_cached("k"), 0, len(a_data)) is True
+        assert b.policy.used <= 8 * BS and a.policy.used <= 8 * BS
+        return a.blocks, b.blocks
+
+    a_blocks, b_blocks = run(fill())
+    assert save_index(str(tmp_path / "index.bin"), layout, {"a": a, "b": b}) == a_blocks + b_blocks
+    arena.close()
+
+    arena = Arena(16 * BS, BS, min_chunk=1024, path=path)
+    a2, b2 = pair(arena)
+    a2.origin.objects.clear()                  # every byte must come from the arena now
+    kept, dropped = restore_index(str(tmp_path / "index.bin"), layout, {"a": a2, "b": b2})
+    assert (kept, dropped) == (a_blocks + b_blocks, 0)
+    assert run(read_all(a2, "k")) == a_data and a2.origin.reads == []
+    assert b2.meta_cached("k").size == len(b_data)
+    run(a2.settle())
+    run(b2.settle())
+    assert save_index(str(tmp_path / "index.bin"), layout, {"a": a2, "b": b2}) == kept
+    arena.close()
+
+    arena = Arena(16 * BS, BS, min_chunk=1024, path=path)      # tenant b was removed
+    a3 = Storage(arena, FakeOrigin({}), block_size=BS, name="a")
+    kept, dropped = restore_index(str(tmp_path / "index.bin"), layout, {"a": a3})
+    assert (kept, dropped) == (a_blocks, b_blocks)
+    tail = arena.chunk_size(arena.class_for(len(a_data) % BS))
+    assert arena.stats()["used_bytes"] == (a_blocks - 1) * BS + tail     # b's chunks were freed
+    arena.close()
