@@ -14,7 +14,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext as _build_ext
 from setuptools.extension import Extension
 
-EXTENSIONS = ["arena", "sketch", "wtlfu", "shm"]
+EXTENSIONS = ["arena", "sketch", "wtlfu", "shm", "httphead"]
 
 
 class build_ext(_build_ext):

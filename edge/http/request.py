@@ -75,8 +75,21 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
+import cext
+from cext._httphead_py import CONNECTION as _CONNECTION
+from cext._httphead_py import CONTENT_LENGTH as _CONTENT_LENGTH
+from cext._httphead_py import HOST as _HOST
+from cext._httphead_py import KINDS as _KINDS
+from cext._httphead_py import LIST as _LIST
+from cext._httphead_py import OWS as _OWS
+from cext._httphead_py import SINGLE as _SINGLE
+from cext._httphead_py import SINGLETONS as _SINGLETONS
+
 from .errors import HTTPError
 from .limits import Limits
+
+# The simple-head scanner (compiled, or its pure twin with EDGE_NO_EXTENSIONS=1).
+_scan = cext.load("httphead").scan
 
 __all__ = ["Request", "RequestParser"]
 
@@ -121,47 +134,16 @@ _FAILED = 5
 _PREFIX = 16        # bytes of a head kept to classify a rejected method
 
 _CRLFCRLF = b"\r\n\r\n"
-_OWS = b" \t"
-
-# Fields that must appear at most once: lower-cased name -> name for messages.
-_SINGLETONS = {
-    b"host": "Host",
-    b"range": "Range",
-    b"if-range": "If-Range",
-    b"if-modified-since": "If-Modified-Since",
-    b"if-unmodified-since": "If-Unmodified-Since",
-    b"authorization": "Authorization",
-}
-# What on_header does with a field, by lower-cased name; other fields are only listed.
-_SINGLE, _LIST, _CONNECTION, _CONTENT_LENGTH, _TRANSFER_ENCODING = range(5)
-_KINDS = {
-    **dict.fromkeys(_SINGLETONS, _SINGLE),
-    b"if-match": _LIST,
-    b"if-none-match": _LIST,
-    b"connection": _CONNECTION,
-    b"content-length": _CONTENT_LENGTH,
-    b"transfer-encoding": _TRANSFER_ENCODING,
-}
-
 _ALLOW = ((b"Allow", b"GET, HEAD"),)
 _DEFAULT_LIMITS = Limits()
 
 # RFC 9110 §5.6.2 token, for telling an unknown method (501) from garbage (400).
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")
-# uri-host [ ":" port ] (RFC 9112 §3.2, RFC 3986 §3.2.2): IP-literal or reg-name/IPv4.
-_HOST = re.compile(rb"(?:\[[0-9A-Za-z:.\-_~!$&'()*+,;=]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)"
-                   rb"(?::[0-9]*)?")
 _ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?]*)")
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 # Anything wrong with a decoded key, found with one search on the hot path.
 _BAD_KEY = re.compile(r"[\x00-\x1f\x7f-\x9f]|^/|//|/$|(?:^|/)\.\.?(?:/|$)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# The common case, parsed without llhttp (see RequestParser._feed_simple): a GET or HEAD head
-# with an origin-form target of plain characters, HTTP/1.0 or 1.1, and field lines of a token,
-# a colon and visible ASCII / SP / HTAB. Anything else takes the general path.
-_SIMPLE_HEAD = re.compile(
-    rb"(GET|HEAD) (/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*) HTTP/1\.([01])\r\n"
-    rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*)\r\n")
 _DOT_SEGMENT = re.compile(r"(?:^|/)(\.\.?)(?:/|$)")
 
 
@@ -330,72 +312,29 @@ class RequestParser:
         """Parse the whole simple heads at the start of ``data`` without llhttp; bytes used.
 
         Only called between messages (state HEAD, nothing of a head seen yet). A head is taken
-        here when it is entirely in ``data``, matches ``_SIMPLE_HEAD``, is within the limits
+        here when it is entirely in ``data``, is simple (``cext/_httphead_py.py``: GET or HEAD, an
+        origin-form target of plain characters, HTTP/1.0 or 1.1), is within the limits
         and has no field that needs llhttp's framing (Content-Length, Transfer-Encoding,
         Upgrade, a Connection option other than close / keep-alive); everything else, and
         whatever follows, goes through llhttp. The Request is the one llhttp would give.
         """
         pos = 0
         limits = self._limits
+        scan = _scan
         while True:
             end = data.find(_CRLFCRLF, pos) + 4
             if end < 4 or end - pos > limits.max_head_size:
                 return pos
-            m = _SIMPLE_HEAD.fullmatch(data, pos, end)
-            if m is None:
+            r = scan(data, pos, end, limits.max_url_length, limits.max_headers)
+            if r is None:
                 return pos
-            method, target, minor, block = m.groups()
-            if len(target) > limits.max_url_length:
-                return pos
-            lines = block.split(b"\r\n")
-            lines.pop()                     # block is empty or ends with CRLF
-            if len(lines) > limits.max_headers:
-                return pos
-            headers: list[tuple[bytes, bytes]] = []
-            fields: dict[bytes, bytes] = {}
-            duplicate: str | None = None
-            close = persist = False         # Connection: close / keep-alive seen
-            for line in lines:
-                name, _, value = line.partition(b":")
-                name = name.lower()
-                value = value.strip(_OWS)
-                headers.append((name, value))
-                kind = _KINDS.get(name)
-                if kind is None:
-                    if name == b"upgrade":
-                        return pos
-                elif kind == _SINGLE:
-                    if name in fields:
-                        if duplicate is None:
-                            duplicate = _SINGLETONS[name]
-                    else:
-                        fields[name] = value
-                elif kind == _LIST:
-                    prior = fields.get(name)
-                    fields[name] = value if prior is None else prior + b", " + value
-                elif kind == _CONNECTION:
-                    for t in value.split(b","):
-                        t = t.strip(_OWS).lower()
-                        if t == b"close":
-                            close = True
-                        elif t == b"keep-alive":
-                            persist = True
-                        elif t:
-                            return pos
-                else:
-                    return pos              # Content-Length, Transfer-Encoding: llhttp frames
-            keep_alive = not close and (persist or minor == b"1")
+            method, target, minor, headers, fields, duplicate, keep_alive, key = r
+            # key: the target without its "/" when _check would have nothing to say (see
+            # cext/_httphead_py.py); None: check the request in full.
+            plain = key is not None
             host = fields.get(b"host")
-            # The target is printable ASCII from "/" (the pattern): when it has no query, no
-            # escape and no empty or dot segment, and Host is there and valid, _check has
-            # nothing to say and the key is the target without its "/".
-            key = target[1:].decode("ascii")
-            plain = (duplicate is None and host is not None and b"%" not in target
-                     and b"?" not in target and key[:1] not in ("/", ".") and key[-1:] != "/"
-                     and "//" not in key and "/." not in key
-                     and _HOST.fullmatch(host) is not None)
             req = Request(method, target, key if plain else "", b"",
-                          1 if minor == b"1" else 0, keep_alive, headers, host,
+                          minor, keep_alive, headers, host,
                           fields.get(b"range"), fields.get(b"if-range"), fields.get(b"if-match"),
                           fields.get(b"if-none-match"), fields.get(b"if-modified-since"),
                           fields.get(b"if-unmodified-since"), fields.get(b"authorization"))

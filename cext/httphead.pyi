@@ -1,0 +1,3 @@
+def scan(data: bytes, pos: int, end: int, max_url_length: int,
+         max_headers: int) -> tuple[bytes, bytes, int, list[tuple[bytes, bytes]], dict[bytes, bytes],
+                                    str | None, bool, str | None] | None: ...

@@ -1,0 +1,96 @@
+"""The simple-head scanner: the compiled cext/httphead.pyx answers exactly as its pure twin."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cext
+
+py = cext.load("httphead", pure=True)
+try:
+    c = cext.load("httphead", pure=False)
+except ImportError:            # a pure-only environment: the twin is compared with itself
+    c = py
+
+CASES = [
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /a/b.bin HTTP/1.1\r\nHost: x.example:8080\r\nRange: bytes=0-9\r\n\r\n",
+    b"HEAD /k HTTP/1.0\r\n\r\n",
+    b"GET /k HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"GET /k HTTP/1.1\r\nConnection:  Close , \r\n\r\n",
+    b"GET /k HTTP/1.1\r\nConnection: upgrade\r\n\r\n",
+    b"GET /k HTTP/1.1\r\nUpgrade: h2c\r\n\r\n",
+    b"GET /k HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    b"GET /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"GET /k HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET /k HTTP/1.1\r\nIf-None-Match: \"a\"\r\nif-none-match:\t\"b\" \r\n\r\n",
+    b"GET /k HTTP/1.1\r\nX-Empty:\r\n\r\n",
+    b"GET /k?token=abc%20 HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n",
+    b"POST /k HTTP/1.1\r\n\r\n",
+    b"GET k HTTP/1.1\r\n\r\n",
+    b"GET /k HTTP/1.2\r\n\r\n",
+    b"GET /k HTTP/1.1\r\nBad Name: x\r\n\r\n",
+    b"GET /k HTTP/1.1\r\n: x\r\n\r\n",
+    b"GET /k HTTP/1.1\r\nA: \x01\r\n\r\n",
+    b"GET /k HTTP/1.1\r\nA: b\n\r\n",
+    b"GET /k#f HTTP/1.1\r\n\r\n",
+    b"GET /k  HTTP/1.1\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET /\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("head", CASES)
+def test_twins_agree_on_hand_made_heads(head):
+    assert c.scan(head, 0, len(head), 8192, 100) == py.scan(head, 0, len(head), 8192, 100)
+
+
+def test_what_a_simple_head_gives():
+    head = (b"junkGET /a%20b?x=1 HTTP/1.1\r\nHOST: h\r\nIf-Match: \"1\"\r\nIf-Match: \"2\"\r\n"
+            b"Range: bytes=1-\r\nhost: again\r\n\r\n")
+    got = c.scan(head, 4, len(head), 8192, 100)
+    assert got == (b"GET", b"/a%20b?x=1", 1,
+                   [(b"host", b"h"), (b"if-match", b'"1"'), (b"if-match", b'"2"'),
+                    (b"range", b"bytes=1-"), (b"host", b"again")],
+                   {b"host": b"h", b"if-match": b'"1", "2"', b"range": b"bytes=1-"}, "Host", True, None)
+    assert c.scan(head, 4, len(head), 9, 100) is None            # target too long
+    assert c.scan(head, 4, len(head), 8192, 4) is None           # too many field lines
+    assert c.scan(head, 4, len(head) - 1, 8192, 100) is None     # not a whole head
+    assert c.scan(head, 0, len(head), 8192, 100) is None
+
+
+@pytest.mark.parametrize("target, host, key", [
+    (b"/a/b.bin", b"x.example:8080", "a/b.bin"), (b"/", b"h", ""), (b"/k", b"[::1]:80", "k"),
+    (b"/k", b"", "k"), (b"/k", b"h:", "k"), (b"/a%20b", b"h", None), (b"/k?x", b"h", None),
+    (b"/.k", b"h", None), (b"//k", b"h", None), (b"/k/", b"h", None), (b"/a//b", b"h", None),
+    (b"/a/.b", b"h", None), (b"/a./b", b"h", "a./b"), (b"/k", b"h:8x", None), (b"/k", b"[]", None),
+    (b"/k", b"[::1", None), (b"/k", b"a@b", None), (b"/k", b"h%41", "k"),
+])
+def test_the_key_is_given_only_when_nothing_needs_checking(target, host, key):
+    head = b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    assert c.scan(head, 0, len(head), 8192, 100)[7] == key
+    assert py.scan(head, 0, len(head), 8192, 100)[7] == key
+
+
+_name = st.sampled_from([b"Host", b"range", b"If-Match", b"if-none-match", b"Connection", b"X-A",
+                         b"Upgrade", b"Content-Length", b"authorization", b"If-Range", b"A B", b""])
+_value = st.one_of(
+    st.sampled_from([b"close", b"keep-alive", b" Keep-Alive , close", b"upgrade", b"", b"  x  ",
+                     b"bytes=0-1", b"\"e\"", b"a,,b"]),
+    st.binary(max_size=12))
+
+
+@settings(max_examples=600, deadline=None)
+@given(method=st.sampled_from([b"GET", b"HEAD", b"PUT", b"get"]),
+       target=st.one_of(st.sampled_from([b"/", b"/a/b", b"/k?t=1", b"x", b"/a b"]),
+                        st.binary(max_size=10).map(lambda b: b"/" + b)),
+       version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"http/1.1"]),
+       fields=st.lists(st.tuples(_name, st.sampled_from([b": ", b":", b" :", b":\t"]), _value),
+                       max_size=5),
+       max_headers=st.integers(0, 6), max_url=st.integers(1, 20))
+def test_twins_agree_on_generated_heads(method, target, version, fields, max_headers, max_url):
+    head = method + b" " + target + b" " + version + b"\r\n"
+    head += b"".join(n + sep + v + b"\r\n" for n, sep, v in fields) + b"\r\n"
+    assert c.scan(head, 0, len(head), max_url, max_headers) == \
+        py.scan(head, 0, len(head), max_url, max_headers)
