@@ -97,10 +97,9 @@ def scan(data: bytes, pos: int, end: int, max_url_length: int, max_headers: int)
             return None             # Content-Length, Transfer-Encoding: llhttp frames
     minor_n = 1 if minor == b"1" else 0
     host = fields.get(b"host")
-    key: str | None = target[1:].decode("ascii")
-    if (duplicate is not None or host is None or b"%" in target or b"?" in target
-            or key[:1] in ("/", ".") or key[-1:] == "/" or "//" in key or "/." in key    # type: ignore[index]
-            or HOST.fullmatch(host) is None):
-        key = None
+    k = target[1:].decode("ascii")
+    plain = (duplicate is None and host is not None and b"%" not in target and b"?" not in target
+             and k[:1] not in ("/", ".") and k[-1:] != "/" and "//" not in k and "/." not in k
+             and HOST.fullmatch(host) is not None)
     return (method, target, minor_n, headers, fields, duplicate,
-            not close and (persist or minor_n == 1), key)
+            not close and (persist or minor_n == 1), k if plain else None)
