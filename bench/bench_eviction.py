@@ -41,7 +41,9 @@ def _policy(name: str, impl: str | None):
     if impl == "c" and cext.NO_EXTENSIONS:
         pytest.skip("compiled extensions disabled")
     core = cext.load("wtlfu", pure=impl == "py")
-    kw: dict[str, Any] = {"adaptive": name == "wtinylfu", "avg_weight": 1 << 20}
+    kw: dict[str, Any] = {"avg_weight": 1 << 20}
+    if name == "wtinylfu":       # the registry's default, on the chosen twin
+        kw.update(adaptive=True, overdue=core.DEFAULT_OVERDUE, ghost_gain=core.DEFAULT_GHOST_GAIN)
     return core.WTinyLFU(CAPACITY, **kw)
 
 

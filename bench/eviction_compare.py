@@ -18,6 +18,10 @@ blocks) it replays the very same block-level accesses through
 * the bounds: ``unbounded`` (compulsory misses) and ``clairvoyant`` (Belady with bypass;
   libCacheSim's Belady is not a bound with variable sizes).
 
+With ``--ablation`` it also runs the default with its additions switched off (``ABLATION``):
+``wtinylfu-no-ghosts`` (no ghost feedback) and ``wtinylfu-plain`` (neither the overdue discount
+nor the ghosts: the default as it was before them, Caffeine's adaptive W-TinyLFU).
+
 Then it checks the issue's goals per trace and size: the default's byte miss ratio is no
 worse than the best libCacheSim policy + 0.5 points; at 1% it is at least 5% (relative)
 below plain LFU's; and it closes at least 60% of the gap between LRU and the clairvoyant
@@ -42,6 +46,11 @@ from eviction import DEFAULT, POLICIES, sim, synth  # noqa: E402
 from eviction.traces import BlockTrace, to_blocks  # noqa: E402
 
 LCS_POLICIES = ["LRU", "LFU", "ARC", "S3FIFO", "Sieve", "WTinyLFU"]
+ABLATION: dict[str, dict[str, Any]] = {
+    "wtinylfu-no-ghosts": {"ghost_gain": 0},
+    "wtinylfu-plain": {"ghost_gain": 0, "overdue": 0},
+}
+"""label -> keyword overrides of the default policy, run with ``--ablation``."""
 PAGE = 4096
 MiB = 1 << 20
 
@@ -67,14 +76,18 @@ def _trace(kind: str, n: int, seed: int, block_size: int) -> BlockTrace:
     return to_blocks(synth.generate(kind, n, seed=seed), block_size)
 
 
-def _cell(args: tuple[str, int, int, int, float, bool]) -> list[dict[str, Any]]:
+def _cell(args: tuple[str, int, int, int, float, bool, bool]) -> list[dict[str, Any]]:
     """Everything at one (trace, size): our policies, libCacheSim's, the bounds."""
-    kind, n, seed, block_size, share, with_lcs = args
+    kind, n, seed, block_size, share, with_lcs, ablation = args
     bt = _trace(kind, n, seed, block_size)
     cap = int(bt.footprint * share)
     rows: list[dict[str, Any]] = []
     for name in [*POLICIES, "clairvoyant", "unbounded"]:
         rows.append(sim.run(name, bt, cap, clock=time.perf_counter).as_dict())
+        if ablation and name == DEFAULT:
+            for label, kw in ABLATION.items():
+                rows.append(sim.run(DEFAULT, bt, cap, clock=time.perf_counter, **kw).as_dict()
+                            | {"policy": label})
     if with_lcs:
         runs = [(p, PAGE, f"lcs-{p}") for p in LCS_POLICIES] + [("WTinyLFU", MiB, "lcs-WTinyLFU-blk")]
         for p, unit, label in runs:
@@ -170,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block-size", type=int, default=MiB)
     ap.add_argument("--sizes", default="1,5,10", help="cache sizes in %% of the footprint")
     ap.add_argument("--no-libcachesim", action="store_true", help="skip libCacheSim")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also run the default with its overdue discount and ghosts switched off")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", metavar="FILE")
@@ -185,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             with_lcs = False
     kinds = [k.strip() for k in args.traces.split(",") if k.strip()]
     shares = [float(s) / 100 for s in args.sizes.split(",")]
-    cells = [(k, args.requests, args.seed, args.block_size, s, with_lcs) for k in kinds for s in shares]
+    cells = [(k, args.requests, args.seed, args.block_size, s, with_lcs, args.ablation)
+             for k in kinds for s in shares]
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     if args.jobs > 1:

@@ -3,7 +3,8 @@
 Same API and the same decisions key for key (the same hashes, sketch values, victim order and
 jitter draws); see wtlfu.pyx for the theory of operation. Layout differs where it is
 invisible: each segment is an ``OrderedDict`` key -> weight (head = LRU end) instead of a
-linked list over C arrays, and the candidates of one ``admit`` are a Python list.
+linked list over C arrays, the stamps are a dict, and the candidates of one ``admit`` are a
+Python list.
 """
 from __future__ import annotations
 
@@ -26,8 +27,15 @@ CLIMB_PER_ENTRY = 10.0
 STEP_PERCENT = 0.0625
 STEP_DECAY = 0.98
 RESTART_THRESHOLD = 0.05
+DEFAULT_OVERDUE = 2
+MAX_OVERDUE_SHIFT = 4
+MAX_IDLE = 1 << 40
+DEFAULT_GHOST_GAIN = 3
+GHOST_SLOT_DIVISOR = 8
+GHOST_SALT = 0x5BD1E9955BD1E995
 
 WINDOW, PROBATION, PROTECTED = 0, 1, 2
+GHOST_REFUSED, GHOST_EVICTED = 0, 1
 
 
 def _mix64(z: int) -> int:
@@ -39,8 +47,8 @@ def _mix64(z: int) -> int:
 class TinyLFU:
     """TinyLFU admission: doorkeeper + count-min sketch with aging (see wtlfu.pyx)."""
 
-    __slots__ = ("_door", "_rng", "_seed", "_sketch", "door_bits", "entries", "jitter",
-                 "sample_factor", "width", "width_factor")
+    __slots__ = ("_age_tick", "_door", "_period_ticks", "_rng", "_seed", "_sketch", "door_bits",
+                 "entries", "jitter", "sample_factor", "ticks", "width", "width_factor")
 
     def __init__(self, expected_entries: int, *, seed: int = 0, jitter: bool = True,
                  width_factor: int = WIDTH_PER_ENTRY, door_bits: int = DOOR_BITS_PER_ENTRY,
@@ -53,6 +61,7 @@ class TinyLFU:
         self._seed = seed
         self._rng = seed & M64
         self.jitter = bool(jitter)
+        self.ticks = 0
         self._build(expected_entries)
 
     def _build(self, entries: int) -> None:
@@ -62,21 +71,36 @@ class TinyLFU:
                                                  sample_size=entries * self.sample_factor)
         self.width: int = self._sketch.width
         self._door = _sketch_py.Doorkeeper(entries * self.door_bits, seed=self._seed)
+        self._age_tick = self.ticks          # a new sketch covers no history
+        self._period_ticks = 0
 
     def _record(self, h: int) -> None:
+        self.ticks += 1
         if self._door.put(h):
             sk = self._sketch
             before = sk.samples
             sk.increment(h)
             if sk.samples < before:      # the sketch aged: forget the one-timers too
                 self._door.clear()
+                self._aged()
+
+    def _aged(self) -> None:
+        self._period_ticks = self.ticks - self._age_tick
+        self._age_tick = self.ticks
 
     def _frequency(self, h: int) -> int:
         return self._sketch.estimate(h) + (h in self._door)
 
-    def _admit(self, ch: int, vh: int) -> bool:
+    def _admit(self, ch: int, vh: int, idle: int = 0, overdue: int = 0) -> bool:
         cf = self._frequency(ch)
-        if cf > self._frequency(vh):
+        vf = self._frequency(vh)
+        if overdue > 0 and vf > 0 and idle > 0:
+            span = self.span
+            if span > 0:
+                shift = min(idle, MAX_IDLE) * vf * overdue // span
+                if shift > 0:
+                    vf >>= min(shift, MAX_OVERDUE_SHIFT)
+        if cf > vf:
             return True
         if self.jitter and cf >= JITTER_FREQ:
             self._rng = (self._rng + GOLDEN) & M64
@@ -90,8 +114,13 @@ class TinyLFU:
 
     @property
     def sample_size(self) -> int:
-        """The aging period in samples (10 x width)."""
+        """The aging period in samples (SAMPLES_PER_ENTRY x entries by default)."""
         return self._sketch.sample_size
+
+    @property
+    def span(self) -> int:
+        """Requests the counts cover: since the last aging, plus the period before it."""
+        return self.ticks - self._age_tick + self._period_ticks
 
     def ensure_capacity(self, entries: int) -> None:
         """Grow the sketch if ``entries`` exceeds what it is sized for (history is dropped)."""
@@ -106,14 +135,22 @@ class TinyLFU:
         """Estimated recent request count of ``key`` (0..16)."""
         return self._frequency(hash(key) & M64)
 
-    def admit(self, candidate: Hashable, victim: Hashable) -> bool:
-        """True if ``candidate`` should replace ``victim``."""
-        return self._admit(hash(candidate) & M64, hash(victim) & M64)
+    def admit(self, candidate: Hashable, victim: Hashable, *, idle: int = 0,
+              overdue: int = 0) -> bool:
+        """True if ``candidate`` should replace ``victim``.
+
+        ``idle``: requests since the victim's last request; with ``overdue`` > 0 an overdue
+        victim's frequency is discounted first (see wtlfu.pyx).
+        """
+        if idle < 0 or overdue < 0:
+            raise ValueError("idle and overdue must be >= 0")
+        return self._admit(hash(candidate) & M64, hash(victim) & M64, idle, overdue)
 
     def reset(self) -> None:
         """Age now: halve the sketch and clear the doorkeeper."""
         self._sketch.reset()
         self._door.clear()
+        self._aged()
 
     def __repr__(self) -> str:
         return (f"TinyLFU(entries={self.entries}, width={self.width}, "
@@ -139,6 +176,8 @@ class WTinyLFU:
         admission: TinyLFU | None = None,
         jitter: bool = True,
         climb_factor: float = CLIMB_PER_ENTRY,
+        overdue: int = 0,
+        ghost_gain: int = 0,
     ) -> None:
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
@@ -150,6 +189,7 @@ class WTinyLFU:
         main = int(capacity * (1.0 - window))
         self.window_max = capacity - main
         self.protected_max = int(main * protected)
+        self.protected_share = protected
         if expected_entries is None:
             expected_entries = capacity // max(1, avg_weight)
         self.admission = admission if admission is not None else TinyLFU(
@@ -162,6 +202,7 @@ class WTinyLFU:
         self.protected_used = 0
         self._segs: tuple[OrderedDict[Hashable, int], ...] = (OrderedDict(), OrderedDict(), OrderedDict())
         self._where: dict[Hashable, int] = {}      # key -> segment index
+        self._stamp: dict[Hashable, int] = {}      # key -> admission.ticks at its last request
         self._sample_hits = 0
         self._sample_misses = 0
         self._prev_hit_rate = 0.0
@@ -170,6 +211,58 @@ class WTinyLFU:
         if climb_factor <= 0:
             raise ValueError(f"climb_factor must be > 0, got {climb_factor}")
         self.climb_factor = float(climb_factor)
+        if overdue < 0:
+            raise ValueError(f"overdue must be >= 0, got {overdue}")
+        self.overdue = int(overdue)
+        if ghost_gain < 0:
+            raise ValueError(f"ghost_gain must be >= 0, got {ghost_gain}")
+        self.ghost_gain = int(ghost_gain)
+        self._ghost_tag: list[int] = []          # REFUSED table, then EVICTED: hash | 1 of a loser
+        self._ghost_tick: list[int] = []         # admission.ticks at that duel
+        self._ghost_winner: list[Hashable] = []  # the duel's winner
+        self._ghost_mask = 0
+        self._ghost_entries = 0
+        if self.ghost_gain:
+            self._size_ghosts()
+
+    # -- ghosts ---------------------------------------------------------------------------------
+
+    def _size_ghosts(self) -> None:
+        n = 16
+        want = self.admission.entries // GHOST_SLOT_DIVISOR
+        while n < want:
+            n <<= 1
+        self._ghost_tag = [0] * (2 * n)
+        self._ghost_tick = [0] * (2 * n)
+        self._ghost_winner = [None] * (2 * n)
+        self._ghost_mask = n - 1
+        self._ghost_entries = self.admission.entries
+
+    def _ghost_slot(self, table: int, h: int) -> int:
+        return (_mix64(h ^ GHOST_SALT) & self._ghost_mask) + table * (self._ghost_mask + 1)
+
+    def _ghost_put(self, table: int, h: int, winner: Hashable) -> None:
+        g = self._ghost_slot(table, h)
+        self._ghost_tag[g] = h | 1
+        self._ghost_tick[g] = self.admission.ticks
+        self._ghost_winner[g] = winner
+
+    def _ghost_take(self, table: int, h: int) -> bool:
+        g = self._ghost_slot(table, h)
+        if self._ghost_tag[g] != h | 1:
+            return False
+        self._ghost_tag[g] = 0
+        winner = self._ghost_winner[g]
+        self._ghost_winner[g] = None
+        return winner not in self._where or self._stamp[winner] <= self._ghost_tick[g]
+
+    def _ghost_arrival(self, h: int, w: int) -> None:
+        if self._ghost_take(GHOST_REFUSED, h):
+            self.protected_max = max(0, self.protected_max - self.ghost_gain * w)
+        elif self._ghost_take(GHOST_EVICTED, h):
+            ceiling = int(float(self.capacity - self.window_max) * self.protected_share)
+            if self.protected_max < ceiling:
+                self.protected_max = min(ceiling, self.protected_max + self.ghost_gain * w)
 
     # -- the policy interface ------------------------------------------------------------------
 
@@ -182,6 +275,7 @@ class WTinyLFU:
             if self.adaptive:
                 self._after_request()
             return False
+        self._stamp[key] = self.admission.ticks
         if s == PROBATION:
             w = self._segs[PROBATION].pop(key)
             self._segs[PROTECTED][key] = w
@@ -204,7 +298,11 @@ class WTinyLFU:
 
     def _demote(self) -> None:
         prot, prob, where = self._segs[PROTECTED], self._segs[PROBATION], self._where
+        t = 0
         while self.protected_used > self.protected_max and prot:
+            if t == MAX_TRANSFER:
+                break                           # the rest waits for the next promotion
+            t += 1
             k, w = prot.popitem(last=False)
             prob[k] = w
             where[k] = PROBATION
@@ -223,6 +321,7 @@ class WTinyLFU:
             seg = self._segs[s]
             delta = weight - seg[key]
             seg[key] = weight
+            self._stamp[key] = self.admission.ticks
             seg.move_to_end(key)
             self.used += delta
             if s == WINDOW:
@@ -233,12 +332,17 @@ class WTinyLFU:
         else:
             if weight > self.capacity:
                 return [key]
+            if self.ghost_gain:
+                self._ghost_arrival(hash(key) & M64, weight)
             self._segs[WINDOW][key] = weight
             self._where[key] = WINDOW
+            self._stamp[key] = self.admission.ticks
             self.window_used += weight
             self.used += weight
             if len(self._where) > self.admission.entries:
                 self.admission.ensure_capacity(len(self._where))
+                if self.ghost_gain and self.admission.entries != self._ghost_entries:
+                    self._size_ghosts()
         victims: list[Hashable] = []
         searchable = True
         if self.window_used > self.window_max:
@@ -262,7 +366,7 @@ class WTinyLFU:
             self.window_used -= w
             candidates.append((k, w))
             del where[k]
-        adm, evictable = self.admission, self.evictable
+        adm, evictable, stamp, overdue = self.admission, self.evictable, self._stamp, self.overdue
         searchable = True
         for ck, cw in candidates:
             stays = True
@@ -271,11 +375,16 @@ class WTinyLFU:
                 if v is None:
                     searchable = False
                     break
-                if adm._admit(hash(ck) & M64, hash(v) & M64):
+                if adm._admit(hash(ck) & M64, hash(v) & M64, adm.ticks - stamp[v], overdue):
+                    if self.ghost_gain:
+                        self._ghost_put(GHOST_EVICTED, hash(v) & M64, ck)
                     self._drop(v, victims)
                     continue
                 if ck == key or evictable is None or evictable(ck):
+                    if self.ghost_gain:
+                        self._ghost_put(GHOST_REFUSED, hash(ck) & M64, v)
                     victims.append(ck)     # a pinned loser stays: it is being read
+                    del stamp[ck]
                     self.used -= cw
                     stays = False
                 break
@@ -286,6 +395,7 @@ class WTinyLFU:
 
     def _drop(self, k: Hashable, victims: list[Hashable]) -> None:
         s = self._where.pop(k)
+        del self._stamp[k]
         w = self._segs[s].pop(k)
         self.used -= w
         if s == WINDOW:
@@ -329,6 +439,7 @@ class WTinyLFU:
         s = self._where.pop(key, None)
         if s is None:
             return
+        del self._stamp[key]
         w = self._segs[s].pop(key)
         self.used -= w
         if s == WINDOW:

@@ -15,6 +15,9 @@ cdef class TinyLFU:
     cdef readonly int64_t door_bits      # doorkeeper bits per entry
     cdef readonly int64_t sample_factor  # aging period: sample_factor * entries samples
     cdef int64_t last_samples         # sketch.samples after the previous record: a drop means it aged
+    cdef readonly int64_t ticks       # requests recorded since construction: the policy's clock
+    cdef int64_t age_tick             # ticks at the last aging (or sketch rebuild)
+    cdef int64_t period_ticks         # ticks between the last two agings (0 before the first)
     cdef uint64_t rng                 # splitmix64 state of the hash-flooding jitter
     cdef uint64_t seed_value          # the seed, masked to uint64 (rebuilds reuse it)
     cdef object seed                  # the seed as given
@@ -22,8 +25,10 @@ cdef class TinyLFU:
 
     cdef void _build(self, int64_t entries) except *
     cdef void _record(self, uint64_t h) noexcept
+    cdef void _aged(self) noexcept
+    cdef int64_t _span(self) noexcept
     cdef int _frequency(self, uint64_t h) noexcept
-    cdef bint _admit(self, uint64_t ch, uint64_t vh) noexcept
+    cdef bint _admit(self, uint64_t ch, uint64_t vh, int64_t idle, int64_t overdue) noexcept
 
 
 @cython.final
@@ -33,6 +38,7 @@ cdef class WTinyLFU:
     cdef int64_t* next                # next slot in the slot's list (circular)
     cdef int64_t* weight              # bytes of the key
     cdef uint64_t* hashes             # hash(key) masked to uint64: the sketch's input
+    cdef int64_t* stamp               # admission.ticks at the key's last request or admission
     cdef uint8_t* seg                 # WINDOW, PROBATION, PROTECTED, CANDIDATE or FREE
     cdef int64_t nslots               # allocated slots (array length)
     cdef int64_t free_head            # first free slot (chained through next[]), -1 if none
@@ -49,6 +55,15 @@ cdef class WTinyLFU:
     cdef readonly int64_t window_max
     cdef readonly int64_t protected_max
     cdef readonly bint adaptive       # hill-climb the window size (Caffeine's climber)
+    cdef readonly int64_t overdue     # discount overdue victims (idle x freq x overdue >= span); 0: off
+    # ghost feedback on the protected share (ghost_gain 0: off)
+    cdef readonly int64_t ghost_gain  # protected bytes moved per ghost hit, per byte of the arriving key
+    cdef readonly double protected_share  # the configured protected share of main: the ceiling
+    cdef uint64_t* ghost_tag          # 2 x slots: hash | 1 of a duel's loser (0: empty); refused, then evicted
+    cdef int64_t* ghost_tick          # admission.ticks at that duel
+    cdef list ghost_winner            # the duel's winner (the victim that stayed, the candidate that got in)
+    cdef uint64_t ghost_mask          # slots per table - 1 (a power of two minus one)
+    cdef int64_t ghost_entries        # admission.entries the tables were sized for
     # hill climber state
     cdef int64_t sample_hits
     cdef int64_t sample_misses
@@ -57,6 +72,10 @@ cdef class WTinyLFU:
     cdef readonly double climb_factor # requests per sample: climb_factor x expected entries
     cdef readonly int64_t adjustment  # bytes still to move: > 0 grows the window, < 0 shrinks it
 
+    cdef void _size_ghosts(self) except *
+    cdef void _ghost_put(self, int table, uint64_t h, object winner) except *
+    cdef bint _ghost_take(self, int table, uint64_t h) except -1
+    cdef void _ghost_arrival(self, uint64_t h, int64_t w) except *
     cdef void _grow(self) except *
     cdef int64_t _alloc(self, object key, uint64_t h, int64_t w) except -1
     cdef void _release(self, int64_t i) noexcept

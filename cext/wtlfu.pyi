@@ -13,6 +13,12 @@ CLIMB_PER_ENTRY: float
 STEP_PERCENT: float
 STEP_DECAY: float
 RESTART_THRESHOLD: float
+DEFAULT_OVERDUE: int
+MAX_OVERDUE_SHIFT: int
+MAX_IDLE: int
+DEFAULT_GHOST_GAIN: int
+GHOST_SLOT_DIVISOR: int
+GHOST_SALT: int
 
 class TinyLFU:
     width: int            # sketch columns (a power of two)
@@ -21,16 +27,20 @@ class TinyLFU:
     door_bits: int
     sample_factor: int
     jitter: bool
+    ticks: int            # requests recorded: the policy's clock
     def __init__(self, expected_entries: int, *, seed: int = 0, jitter: bool = True,
                  width_factor: int = ..., door_bits: int = ..., sample_factor: int = ...) -> None: ...
     @property
     def samples(self) -> int: ...
     @property
     def sample_size(self) -> int: ...
+    @property
+    def span(self) -> int: ...
     def ensure_capacity(self, entries: int) -> None: ...
     def record(self, key: Hashable) -> None: ...
     def frequency(self, key: Hashable) -> int: ...
-    def admit(self, candidate: Hashable, victim: Hashable) -> bool: ...
+    def admit(self, candidate: Hashable, victim: Hashable, *, idle: int = 0,
+              overdue: int = 0) -> bool: ...
     def reset(self) -> None: ...
 
 class WTinyLFU:
@@ -44,12 +54,16 @@ class WTinyLFU:
     adaptive: bool
     adjustment: int
     climb_factor: float
+    overdue: int
+    ghost_gain: int
+    protected_share: float
     admission: TinyLFU
     def __init__(self, capacity: int, *, evictable: Callable[[Hashable], bool] | None = None,
                  window: float = 0.01, protected: float = 0.8, expected_entries: int | None = None,
                  avg_weight: int = ..., seed: int = 0, adaptive: bool = False,
                  admission: TinyLFU | None = None, jitter: bool = True,
-                 climb_factor: float = ...) -> None: ...
+                 climb_factor: float = ..., overdue: int = 0,
+                 ghost_gain: int = 0) -> None: ...
     def access(self, key: Hashable) -> bool: ...
     def admit(self, key: Hashable, weight: int) -> list[Hashable]: ...
     def evict(self, nbytes: int) -> list[Hashable]: ...

@@ -13,17 +13,44 @@ BoundedLocalCache and its hill climber)
   at least ``JITTER_FREQ`` frequent still gets in with probability 1/128 (splitmix64 seeded per
   instance), so colliding keys cannot pin a hot victim (hash flooding) and runs stay
   deterministic.
+* The filter is also the policy's clock: ``ticks`` counts recorded requests, and ``span`` is
+  how many requests its counts cover (since the last aging, plus the period before it, as a
+  halved count keeps half of the previous period's weight: a key seen at rate r per request
+  has a count near ``r x span``).
+* **Overdue victims** (``overdue`` > 0; the default policy uses 2): a victim idle for
+  ``idle`` requests with frequency ``f`` is overdue when ``idle x f x overdue >= span``: it has
+  been silent for more than ``1/overdue`` of the gap its own count predicts (``span / f``).
+  Its frequency is halved ``idle x f x overdue // span`` times, at most
+  ``MAX_OVERDUE_SHIFT``, before the comparison: a recency weighting of the frequency, not a
+  death test (a still-popular key is often that idle too), in integer arithmetic so the twins
+  agree. A key whose popularity ended stops blocking newcomers long before the sketch's
+  global aging would forget it.
+* **Ghost feedback on the protected share** (``ghost_gain`` > 0; the default policy uses 3),
+  in the manner of ARC's adaptation: two direct-mapped ghost tables (a slot per
+  ``GHOST_SLOT_DIVISOR`` sketch entries, resized with the sketch; a colliding insert
+  overwrites) remember the recent losers of admission duels, each with the duel's tick and
+  the winner's key: the candidates refused, and the victims evicted. When a loser comes back
+  (``admit`` of a new key matching its ghost) before the winner has been requested since the
+  duel, the duel was lost the wrong way round. A refused candidate back first: admission was
+  too strict, and protected shrinks by ``ghost_gain x weight`` bytes, so more of main is
+  probation, whose victims are older and more often overdue. An evicted victim back first:
+  protected grows back by as much, never above ``protected`` of main (the configured share is
+  the ceiling). Under stationary popularity the winners are mostly requested first and little
+  moves; under churn, refused newcomers keep coming back first and protected shrinks. O(1)
+  per admission (a dict lookup for the winner on a ghost match).
 * ``WTinyLFU`` keeps each key in a slot of parallel C arrays (prev/next links, weight, hash,
   segment) and four circular doubly linked lists with sentinels: the admission *window*
   (``window`` of the bytes), *probation* and *protected* (``protected`` of main's bytes), and
   the transient *candidates* of one ``admit``. A Python dict maps key -> slot. Head = LRU end.
+  Each slot also keeps the tick of the key's last request (its ``stamp``) for the overdue test.
 * A hit moves the key to its segment's MRU end; a hit in probation promotes it to protected,
   whose LRU overflow is demoted to probation's MRU end.
 * A new key enters the window. The window's LRU overflow become candidates; while the cache is
   over capacity, the oldest candidate meets main's victim (probation's LRU end; protected's,
   then the window's when probation is empty): if TinyLFU prefers the candidate the victim is
   evicted and the candidate meets the next one (a heavy candidate must beat every victim it
-  displaces, as Caffeine's weighted eviction does), otherwise the candidate is evicted.
+  displaces, as Caffeine's weighted eviction does), otherwise the candidate is evicted. The
+  victim's frequency is discounted first if it is overdue (above).
   Candidates left when there is room join probation's MRU end.
 * Pinned keys (``evictable(key)`` false) are moved to their segment's MRU end, at most
   ``MAX_SKIPS`` per victim search; a pinned candidate that loses stays. If no room can be made
@@ -37,7 +64,7 @@ BoundedLocalCache and its hill climber)
 The pure-Python twin ``cext/_wtlfu_py.py`` makes the same decisions key for key.
 """
 from cpython.long cimport PyLong_AsUnsignedLongLongMask
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject_Hash
 from libc.math cimport fabs
 from libc.stdint cimport int64_t, uint8_t, uint64_t
@@ -70,10 +97,29 @@ CLIMB_PER_ENTRY = 10.0
 STEP_PERCENT = 0.0625
 STEP_DECAY = 0.98
 RESTART_THRESHOLD = 0.05
+DEFAULT_OVERDUE = 2
+"""The default policy's ``overdue``: a victim silent for half the gap its count predicts is discounted."""
+MAX_OVERDUE_SHIFT = 4
+"""An overdue victim's frequency is halved at most this many times (15 -> 0)."""
+MAX_IDLE = 1 << 40
+"""Idle times are clamped here so ``idle x frequency x overdue`` fits in 64 bits."""
+DEFAULT_GHOST_GAIN = 3
+"""The default policy's ``ghost_gain``: bytes of protected moved per ghost hit, per byte of the key."""
+GHOST_SLOT_DIVISOR = 8
+"""Each ghost table has a slot per GHOST_SLOT_DIVISOR sketch entries (a power of two, >= 16)."""
+GHOST_SALT = 0x5BD1E9955BD1E995
+"""Mixed into a key's hash to pick its ghost slot (independent of the sketch's columns)."""
 
 cdef int C_MAX_SKIPS = 8
 cdef int C_JITTER_FREQ = 6
 cdef int C_MAX_TRANSFER = 1000
+cdef int64_t C_MAX_OVERDUE_SHIFT = 4
+cdef int64_t C_MAX_IDLE = 1 << 40
+cdef uint64_t C_GHOST_SALT = 0x5BD1E9955BD1E995ULL
+
+cdef enum:
+    GHOST_REFUSED = 0
+    GHOST_EVICTED = 1
 
 cdef enum:
     WINDOW = 0
@@ -104,6 +150,7 @@ cdef class TinyLFU:
         self.seed_value = PyLong_AsUnsignedLongLongMask(seed)
         self.rng = self.seed_value
         self.jitter = jitter
+        self.ticks = 0
         self._build(expected_entries)
 
     cdef void _build(self, int64_t entries) except *:
@@ -115,19 +162,40 @@ cdef class TinyLFU:
         self.width = self.sketch.width
         self.door = Doorkeeper(entries * self.door_bits, seed=self.seed)
         self.last_samples = 0
+        self.age_tick = self.ticks          # a new sketch covers no history
+        self.period_ticks = 0
 
     cdef void _record(self, uint64_t h) noexcept:
+        self.ticks += 1
         if self.door._put(h):
             if self.sketch._increment(h):      # the sketch aged: forget the one-timers too
                 self.door.clear()
+                self._aged()
             self.last_samples = self.sketch._samples
+
+    cdef void _aged(self) noexcept:
+        self.period_ticks = self.ticks - self.age_tick
+        self.age_tick = self.ticks
+
+    cdef int64_t _span(self) noexcept:
+        return self.ticks - self.age_tick + self.period_ticks
 
     cdef int _frequency(self, uint64_t h) noexcept:
         return self.sketch._estimate(h) + self.door._contains(h)
 
-    cdef bint _admit(self, uint64_t ch, uint64_t vh) noexcept:
+    cdef bint _admit(self, uint64_t ch, uint64_t vh, int64_t idle, int64_t overdue) noexcept:
         cdef int cf = self._frequency(ch)
-        if cf > self._frequency(vh):
+        cdef int vf = self._frequency(vh)
+        cdef int64_t span, shift
+        if overdue > 0 and vf > 0 and idle > 0:
+            span = self._span()
+            if idle > C_MAX_IDLE:
+                idle = C_MAX_IDLE
+            if span > 0:
+                shift = idle * vf * overdue // span
+                if shift > 0:
+                    vf >>= shift if shift < C_MAX_OVERDUE_SHIFT else C_MAX_OVERDUE_SHIFT
+        if cf > vf:
             return True
         if self.jitter and cf >= C_JITTER_FREQ:
             self.rng += WTLFU_GOLDEN
@@ -141,8 +209,13 @@ cdef class TinyLFU:
 
     @property
     def sample_size(self) -> int:
-        """The aging period in samples (10 x width)."""
+        """The aging period in samples (SAMPLES_PER_ENTRY x entries by default)."""
         return self.sketch.sample_size
+
+    @property
+    def span(self) -> int:
+        """Requests the counts cover: since the last aging, plus the period before it."""
+        return self._span()
 
     def ensure_capacity(self, entries) -> None:
         """Grow the sketch if ``entries`` exceeds what it is sized for (history is dropped)."""
@@ -157,14 +230,22 @@ cdef class TinyLFU:
         """Estimated recent request count of ``key`` (0..16)."""
         return self._frequency(<uint64_t>PyObject_Hash(key))
 
-    def admit(self, candidate, victim) -> bool:
-        """True if ``candidate`` should replace ``victim``."""
-        return self._admit(<uint64_t>PyObject_Hash(candidate), <uint64_t>PyObject_Hash(victim))
+    def admit(self, candidate, victim, *, idle=0, overdue=0) -> bool:
+        """True if ``candidate`` should replace ``victim``.
+
+        ``idle``: requests since the victim's last request; with ``overdue`` > 0 an overdue
+        victim's frequency is discounted first (see the module docstring).
+        """
+        if idle < 0 or overdue < 0:
+            raise ValueError("idle and overdue must be >= 0")
+        return self._admit(<uint64_t>PyObject_Hash(candidate), <uint64_t>PyObject_Hash(victim),
+                           min(idle, MAX_IDLE), overdue)
 
     def reset(self) -> None:
         """Age now: halve the sketch and clear the doorkeeper."""
         self.sketch.reset()
         self.door.clear()
+        self._aged()
         self.last_samples = self.sketch._samples
 
     def __repr__(self):
@@ -197,7 +278,13 @@ cdef class WTinyLFU:
         self.next = NULL
         self.weight = NULL
         self.hashes = NULL
+        self.stamp = NULL
         self.seg = NULL
+        self.ghost_tag = NULL
+        self.ghost_tick = NULL
+        self.ghost_winner = []
+        self.ghost_mask = 0
+        self.ghost_entries = 0
         self.nslots = 0
         self.free_head = -1
         self.keys = []
@@ -224,6 +311,8 @@ cdef class WTinyLFU:
         admission=None,
         jitter=True,
         climb_factor=CLIMB_PER_ENTRY,
+        overdue=0,
+        ghost_gain=0,
     ):
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
@@ -235,6 +324,7 @@ cdef class WTinyLFU:
         main = int(capacity * (1.0 - window))
         self.window_max = capacity - main
         self.protected_max = int(main * protected)
+        self.protected_share = protected
         if expected_entries is None:
             expected_entries = capacity // max(1, avg_weight)
         self.admission = admission if admission is not None else TinyLFU(
@@ -248,13 +338,24 @@ cdef class WTinyLFU:
         if climb_factor <= 0:
             raise ValueError(f"climb_factor must be > 0, got {climb_factor}")
         self.climb_factor = climb_factor
+        if overdue < 0:
+            raise ValueError(f"overdue must be >= 0, got {overdue}")
+        self.overdue = overdue
+        if ghost_gain < 0:
+            raise ValueError(f"ghost_gain must be >= 0, got {ghost_gain}")
+        self.ghost_gain = ghost_gain
+        if ghost_gain:
+            self._size_ghosts()
 
     def __dealloc__(self):
         PyMem_Free(self.prev)
         PyMem_Free(self.next)
         PyMem_Free(self.weight)
         PyMem_Free(self.hashes)
+        PyMem_Free(self.stamp)
         PyMem_Free(self.seg)
+        PyMem_Free(self.ghost_tag)
+        PyMem_Free(self.ghost_tick)
 
     # -- slots --------------------------------------------------------------------------------
 
@@ -278,6 +379,10 @@ cdef class WTinyLFU:
         if hs == NULL:
             raise MemoryError()
         self.hashes = hs
+        st = <int64_t*>PyMem_Realloc(self.stamp, n * sizeof(int64_t))
+        if st == NULL:
+            raise MemoryError()
+        self.stamp = st
         sg = <uint8_t*>PyMem_Realloc(self.seg, n * sizeof(uint8_t))
         if sg == NULL:
             raise MemoryError()
@@ -297,6 +402,7 @@ cdef class WTinyLFU:
         self.free_head = self.next[i]
         self.weight[i] = w
         self.hashes[i] = h
+        self.stamp[i] = self.admission.ticks
         self.keys[i] = key
         self.slots[key] = i
         return i
@@ -314,6 +420,60 @@ cdef class WTinyLFU:
         self.count[to] += 1
         self.seg[i] = to
 
+    # -- ghosts ---------------------------------------------------------------------------------
+
+    cdef void _size_ghosts(self) except *:
+        """(Re)allocate the ghost tables for the sketch's current entries; they start empty."""
+        cdef int64_t n = 16
+        cdef int64_t want = self.admission.entries // GHOST_SLOT_DIVISOR
+        while n < want:
+            n <<= 1
+        PyMem_Free(self.ghost_tag)
+        PyMem_Free(self.ghost_tick)
+        self.ghost_tag = NULL
+        self.ghost_tick = NULL
+        self.ghost_tag = <uint64_t*>PyMem_Calloc(2 * n, sizeof(uint64_t))
+        self.ghost_tick = <int64_t*>PyMem_Calloc(2 * n, sizeof(int64_t))
+        if self.ghost_tag == NULL or self.ghost_tick == NULL:
+            raise MemoryError()
+        self.ghost_winner = [None] * (2 * n)
+        self.ghost_mask = <uint64_t>(n - 1)
+        self.ghost_entries = self.admission.entries
+
+    cdef void _ghost_put(self, int table, uint64_t h, object winner) except *:
+        """Remember the loser ``h`` of a duel against ``winner`` (table REFUSED or EVICTED)."""
+        cdef int64_t g = <int64_t>(mix64(h ^ C_GHOST_SALT) & self.ghost_mask)
+        g += table * <int64_t>(self.ghost_mask + 1)
+        self.ghost_tag[g] = h | 1
+        self.ghost_tick[g] = self.admission.ticks
+        self.ghost_winner[g] = winner
+
+    cdef bint _ghost_take(self, int table, uint64_t h) except -1:
+        """True if ``h`` lost a remembered duel whose winner has not been requested since."""
+        cdef int64_t g = <int64_t>(mix64(h ^ C_GHOST_SALT) & self.ghost_mask)
+        g += table * <int64_t>(self.ghost_mask + 1)
+        if self.ghost_tag[g] != (h | 1):
+            return False
+        self.ghost_tag[g] = 0
+        winner = self.ghost_winner[g]
+        self.ghost_winner[g] = None
+        o = self.slots.get(winner)
+        return o is None or self.stamp[<int64_t>o] <= self.ghost_tick[g]
+
+    cdef void _ghost_arrival(self, uint64_t h, int64_t w) except *:
+        """A new key arrives: a duel lost the wrong way round moves the protected share."""
+        cdef int64_t ceiling
+        if self._ghost_take(GHOST_REFUSED, h):
+            self.protected_max -= self.ghost_gain * w
+            if self.protected_max < 0:
+                self.protected_max = 0          # the overflow is demoted at the next promotion
+        elif self._ghost_take(GHOST_EVICTED, h):
+            ceiling = <int64_t>(<double>(self.capacity - self.window_max) * self.protected_share)
+            if self.protected_max < ceiling:
+                self.protected_max += self.ghost_gain * w
+                if self.protected_max > ceiling:
+                    self.protected_max = ceiling
+
     # -- the policy interface ------------------------------------------------------------------
 
     def access(self, key) -> bool:
@@ -328,6 +488,7 @@ cdef class WTinyLFU:
             return False
         cdef int64_t i = o
         cdef int s = self.seg[i]
+        self.stamp[i] = self.admission.ticks
         if s == PROBATION:
             self._move(i, PROTECTED)
             self.protected_used += self.weight[i]
@@ -347,9 +508,13 @@ cdef class WTinyLFU:
             self._transfer()
 
     cdef void _demote(self) noexcept:
-        """Move protected's LRU overflow to probation's MRU end."""
+        """Move protected's LRU overflow to probation's MRU end (at most MAX_TRANSFER keys)."""
         cdef int64_t i
+        cdef int t = 0
         while self.protected_used > self.protected_max and self.count[PROTECTED] > 0:
+            if t == C_MAX_TRANSFER:
+                break                           # the rest waits for the next promotion
+            t += 1
             i = self.next[PROTECTED]
             self._move(i, PROBATION)
             self.protected_used -= self.weight[i]
@@ -361,6 +526,7 @@ cdef class WTinyLFU:
             raise ValueError(f"weight must be >= 0, got {weight}")
         self.last_admitted = key
         cdef int64_t i, delta, v
+        cdef uint64_t h
         cdef int s
         o = self.slots.get(key)
         if o is not None:
@@ -370,6 +536,7 @@ cdef class WTinyLFU:
                 return [key]
             delta = w - self.weight[i]
             self.weight[i] = w
+            self.stamp[i] = self.admission.ticks
             s = self.seg[i]
             self._move(i, s)
             self.used += delta
@@ -381,7 +548,10 @@ cdef class WTinyLFU:
         else:
             if w > self.capacity:
                 return [key]
-            i = self._alloc(key, <uint64_t>PyObject_Hash(key), w)
+            h = <uint64_t>PyObject_Hash(key)
+            if self.ghost_gain:
+                self._ghost_arrival(h, w)
+            i = self._alloc(key, h, w)
             push_tail(self.prev, self.next, WINDOW, i)
             self.seg[i] = WINDOW
             self.count[WINDOW] += 1
@@ -389,6 +559,8 @@ cdef class WTinyLFU:
             self.used += w
             if len(self.slots) > self.admission.entries:
                 self.admission.ensure_capacity(len(self.slots))
+                if self.ghost_gain and self.admission.entries != self.ghost_entries:
+                    self._size_ghosts()
         cdef list victims = []
         cdef bint searchable = True
         if self.window_used > self.window_max:
@@ -424,10 +596,15 @@ cdef class WTinyLFU:
                 if v < 0:
                     searchable = False
                     break
-                if self.admission._admit(self.hashes[c], self.hashes[v]):
+                if self.admission._admit(self.hashes[c], self.hashes[v],
+                                         self.admission.ticks - self.stamp[v], self.overdue):
+                    if self.ghost_gain:
+                        self._ghost_put(GHOST_EVICTED, self.hashes[v], self.keys[c])
                     self._drop(v, victims)
                     continue
                 if c == exclude or self.evictable is None or self.evictable(self.keys[c]):
+                    if self.ghost_gain:
+                        self._ghost_put(GHOST_REFUSED, self.hashes[c], self.keys[v])
                     self._drop(c, victims)   # a pinned loser stays: it is being read
                     stays = False
                 break

@@ -58,7 +58,15 @@ def _run(core, ops: list[tuple], **kw) -> list:
 @pytest.mark.skipif(cext.NO_EXTENSIONS, reason="compiled extensions disabled")
 @pytest.mark.parametrize("kw", [{}, {"adaptive": True, "climb_factor": 0.5, "expected_entries": 40},
                                 {"window": 0.3, "protected": 0.5, "expected_entries": 16},
-                                {"window": 0.0, "jitter": False}])
+                                {"window": 0.0, "jitter": False},
+                                {"adaptive": True, "climb_factor": 0.5, "expected_entries": 40,
+                                 "overdue": 2},
+                                {"overdue": 1, "expected_entries": 16},
+                                {"overdue": 8, "window": 0.2, "jitter": False},
+                                {"adaptive": True, "climb_factor": 0.5, "expected_entries": 40,
+                                 "overdue": 2, "ghost_gain": 3},
+                                {"ghost_gain": 1, "expected_entries": 16, "window": 0.2},
+                                {"ghost_gain": 8, "overdue": 2, "protected": 0.5}])
 def test_twins_decide_the_same(kw):
     ops = _ops(11, 12_000)
     c = _run(cext.load("wtlfu", pure=False), ops, **kw)
@@ -66,6 +74,88 @@ def test_twins_decide_the_same(kw):
     assert len(c) == len(py)
     for i, (a, b) in enumerate(zip(c, py, strict=True)):
         assert a == b, (i, a, b)
+
+
+def test_overdue_and_ghosts_change_decisions(twin):
+    # the random replay above must exercise both mechanisms, not only agree on them
+    core = twin("wtlfu")
+    ops = _ops(11, 12_000)
+    plain = _run(core, ops, expected_entries=40)
+    overdue = _run(core, ops, expected_entries=40, overdue=2)
+    ghosts = _run(core, ops, expected_entries=40, ghost_gain=3)
+    assert plain != overdue and plain != ghosts
+    assert ghosts[-1][5] != plain[-1][5]                # the ghosts moved protected_max
+
+
+def test_overdue_discount_by_hand(twin):
+    core = twin("wtlfu")
+    adm = core.TinyLFU(1024, jitter=False)
+    V, C, NEW = 1, 2, 3
+    for _ in range(4):
+        adm.record(V)            # doorkeeper, then 3 sketch increments: F(V) = 4
+    for _ in range(2):
+        adm.record(C)            # F(C) = 2
+    assert (adm.ticks, adm.span, adm.frequency(V), adm.frequency(C)) == (6, 6, 4, 2)
+    assert not adm.admit(C, V)                                # 2 > 4: no
+    # shift = idle x F(V) x overdue // span, at most 4; V's frequency is halved that many times
+    assert not adm.admit(C, V, idle=1, overdue=1)             # 4 // 6 = 0: F(V) 4
+    assert not adm.admit(C, V, idle=2, overdue=1)             # 8 // 6 = 1: F(V) 2, 2 > 2 no
+    assert adm.admit(C, V, idle=3, overdue=1)                 # 12 // 6 = 2: F(V) 1
+    assert adm.admit(C, V, idle=2, overdue=2)                 # 16 // 6 = 2
+    assert not adm.admit(C, V, idle=3, overdue=0)             # overdue 0: the plain duel
+    assert adm.admit(C, V, idle=10**15, overdue=2)            # shift capped at 4: F(V) 0
+    assert not adm.admit(NEW, V, idle=10**15, overdue=2)      # a never-seen key never wins
+    with pytest.raises(ValueError):
+        adm.admit(C, V, idle=-1, overdue=1)
+    adm.reset()                                               # an aging starts a new span
+    assert (adm.ticks, adm.span) == (6, 6)
+    adm.record(C)
+    assert adm.span == 7
+
+
+def test_overdue_victim_is_displaced(twin):
+    # capacity 10: window 1, main 9. P (5 requests, weight 8) enters probation without contest;
+    # C (3 requests, weight 4) needs 2 bytes: F(C) 3 vs F(P) 5.
+    core = twin("wtlfu")
+    P, C = 1, 2
+    got = {}
+    for overdue in (0, 2):
+        p = core.WTinyLFU(10, expected_entries=1024, jitter=False, overdue=overdue)
+        for _ in range(5):
+            p.access(P)
+        assert p.admit(P, 8) == []                            # P's stamp: tick 5
+        for _ in range(3):
+            p.access(C)                                       # ticks 6..8
+        got[overdue] = p.admit(C, 4)
+    # overdue 2: P idle 3 requests, span 8: shift 3 x 5 x 2 // 8 = 3, F(P) 5 >> 3 = 0 < 3
+    assert got == {0: [C], 2: [P]}
+
+
+def test_ghosts_steer_the_protected_share(twin):
+    # capacity 10: window 1, main 9, protected ceiling int(9 x .8) = 7; ghost_gain 1.
+    core = twin("wtlfu")
+    V, C, D = 1, 2, 3
+    p = core.WTinyLFU(10, expected_entries=1024, jitter=False, ghost_gain=1)
+    for _ in range(3):
+        p.access(V)
+    assert p.admit(V, 9) == []                                # probation [V], F(V) 3
+    assert p.protected_max == 7
+    p.access(C)
+    assert p.admit(C, 2) == [C]                               # F(C) 1 vs 3: refused, ghosted
+    p.access(C)
+    # C is back before its winner V was requested again: admission was too strict,
+    # protected shrinks by 1 x 2 bytes; then C (F 2) is refused again
+    assert p.admit(C, 2) == [C] and p.protected_max == 5
+    assert p.access(V)                                        # V requested: F(V) 4
+    p.access(C)
+    assert p.admit(C, 2) == [C] and p.protected_max == 5      # V was requested first: no move
+    for _ in range(5):
+        p.access(D)
+    assert p.admit(D, 2) == [V]                               # F(D) 5 beats F(V) 4: V ghosted
+    p.access(V)
+    # V is back before its winner D was requested: protected grows by 1 x 9, to the ceiling;
+    # then V (F 5) does not beat D (F 5) and is refused
+    assert p.admit(V, 9) == [V] and p.protected_max == 7
 
 
 def test_climber_first_step_shrinks_the_window(twin):
@@ -115,7 +205,8 @@ def test_window_transfer_is_bounded(twin):
 
 def test_validation(twin):
     core = twin("wtlfu")
-    for kw in ({"window": 1.5}, {"protected": -0.1}, {"climb_factor": 0}):
+    for kw in ({"window": 1.5}, {"protected": -0.1}, {"climb_factor": 0}, {"overdue": -1},
+               {"ghost_gain": -1}):
         with pytest.raises(ValueError):
             core.WTinyLFU(10, **kw)
     with pytest.raises(ValueError):
