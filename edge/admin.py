@@ -10,6 +10,8 @@ token is not an open one.
 - ``POST /purge`` with ``{"key": "..."}`` or ``{"prefix": "..."}``: drop the objects; the next
   request fetches them fresh. Applied on every worker (edge/control.py). With tenants,
   ``"tenant": "NAME"`` limits it to that tenant (default: every tenant).
+- ``GET /mrc``: the live miss-ratio curve (edge/livemrc.py) as JSON, ``?format=png`` as a
+  plot marking the configured size; ``POST /mrc/reset`` starts it afresh.
 - ``POST /reload``: re-read the config file (as SIGHUP does); a bad file is refused and the
   running config stays. The answer lists what was applied and what needs a restart.
 - ``POST /blocks`` with ``{"key", "case_id", "reason"}`` (optional ``"actor"``, else the
@@ -20,6 +22,7 @@ token is not an open one.
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -224,6 +227,47 @@ async def get_blocks(request: web.Request) -> web.Response:
     return _json({"blocks": blocks})
 
 
+async def get_mrc(request: web.Request) -> web.Response:
+    if (refused := _authorized(request)) is not None:
+        return refused
+    app: App = request.app[APP_KEY]  # type: ignore[assignment]
+    if app.mrc is None:
+        return _error(404, "the live miss-ratio curve is off (cache.mrc_sample_rate)")
+    fmt = request.query.get("format", "json")
+    if fmt == "json":
+        return _json(app.mrc.report())
+    if fmt != "png":
+        return _error(400, f"format: expected json or png, got {fmt!r}")
+    curve = app.mrc.curve()
+    marker = app.config.cache_size
+
+    def render() -> bytes:
+        import tempfile
+
+        from eviction.mrc import plot
+
+        with tempfile.NamedTemporaryFile(suffix=".png") as f:
+            plot(curve, f.name, marker=marker, title=f"live {curve.policy} miss-ratio curve "
+                 f"(SHARDS rate {curve.rate:.3g}, {curve.duration:.0f} s)")
+            return f.read()
+
+    try:
+        png = await asyncio.get_running_loop().run_in_executor(None, render)
+    except ImportError:
+        return _error(501, "the PNG needs matplotlib (pip install matplotlib); ?format=json works")
+    return web.Response(body=png, content_type="image/png")
+
+
+async def post_mrc_reset(request: web.Request) -> web.Response:
+    if (refused := _authorized(request)) is not None:
+        return refused
+    app: App = request.app[APP_KEY]  # type: ignore[assignment]
+    if app.mrc is None:
+        return _error(404, "the live miss-ratio curve is off (cache.mrc_sample_rate)")
+    app.mrc.reset()
+    return _json({"reset": True})
+
+
 def make_admin_app(app: App) -> web.Application:
     a = web.Application(client_max_size=64 * 1024)
     a[APP_KEY] = app
@@ -232,6 +276,8 @@ def make_admin_app(app: App) -> web.Application:
     a.router.add_get("/stats", get_stats)
     a.router.add_post("/purge", post_purge)
     a.router.add_post("/reload", post_reload)
+    a.router.add_get("/mrc", get_mrc)
+    a.router.add_post("/mrc/reset", post_mrc_reset)
     a.router.add_post("/blocks", post_blocks)
     a.router.add_get("/blocks", get_blocks)
     a.router.add_delete("/blocks/{key:.+}", delete_block)

@@ -48,6 +48,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "uncached_memory": "16MiB",
         "readahead": 4,
         "prefault": True,
+        "mrc_sample_rate": 0.01,
     },
     "origin_pool": {
         "retries": 2,
@@ -176,6 +177,15 @@ def _bool(value: Any, key: str) -> bool:
     return value
 
 
+def _rate(value: Any, key: str) -> float:
+    """A sampling rate in (0, 1], or "off" / 0 (disabled: 0.0)."""
+    if value == "off" or (not isinstance(value, bool) and value == 0):
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"{key}: expected a rate in (0, 1] like 0.01, or \"off\", got {value!r}")
+    return float(value)
+
+
 def _str(value: Any, key: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -250,6 +260,7 @@ class Config:
     uncached_memory: int
     readahead: int
     prefault: bool
+    mrc_sample_rate: float    # 0.0: no live miss-ratio curve
     origins: tuple[OriginSpec, ...]
     pool: PoolSpec
     log_level: str
@@ -545,6 +556,7 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         uncached_memory=uncached,
         readahead=_int(c["readahead"], "cache.readahead", 0, 64),
         prefault=_bool(c["prefault"], "cache.prefault"),
+        mrc_sample_rate=_rate(c["mrc_sample_rate"], "cache.mrc_sample_rate"),
         origins=specs,
         pool=pool,
         log_level=level,

@@ -284,7 +284,9 @@ def write_csv(f: io.TextIOBase, trace: Trace) -> None:
 
 def read_access_log(f: Iterable[str], *, name: str = "<log>") -> Trace:
     """The edge's access log (JSON lines). Lines without a body (``last_byte`` null: HEAD,
-    304, errors) are skipped; an unknown ``size`` is taken as ``last_byte + 1``."""
+    304, errors) are skipped; an unknown ``size`` is taken as ``last_byte + 1``. With
+    white-label tenants a line names its ``tenant``: the object is then ``TENANT NUL key``
+    (the same key under two tenants is two objects, and the live curve hashes that name)."""
     ids = _Names()
     time: list[float] = []
     obj: list[int] = []
@@ -306,6 +308,9 @@ def read_access_log(f: Iterable[str], *, name: str = "<log>") -> Trace:
             s = int(s) if s is not None else last + 1
             t = float(rec["time"])
             k = str(rec["key"])
+            tenant = rec.get("tenant")
+            if tenant:
+                k = f"{tenant}\0{k}"
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TraceError(f"{name}:{lineno}: bad access log line: {exc}") from None
         if last < first or first < 0:

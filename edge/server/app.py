@@ -29,6 +29,7 @@ from edge.config import Config, OriginSpec, PoolSpec, TenantSpec
 from edge.control import Journal
 from edge.http import Limits, Request, format_http_date
 from edge.ledger import Ledger
+from edge.livemrc import LiveMRC
 from edge.server.tenants import Router, Tenant
 from edge.takedowns import Takedowns
 from origin_clients import make_origin
@@ -143,6 +144,9 @@ class App:
         self.requests: dict[tuple[int, str], int] = {}   # (status, cache status) -> responses
         self.bytes_sent: dict[str, int] = {}             # cache status -> body bytes
         self.access_log: AccessLog | None = AccessLog(config.access_log) if config.access_log else None
+        # The live miss-ratio curve (admin GET /mrc), fed by sampled responses (edge/livemrc.py).
+        self.mrc = (LiveMRC(config.eviction, config.cache_size, config.block_size, config.mrc_sample_rate)
+                    if config.mrc_sample_rate else None)
 
     def count(self, status: int, cache_status: str, nbytes: int) -> None:
         """Count one finished response (the per-request cost on the hit path)."""
@@ -270,6 +274,10 @@ class App:
         if any(getattr(new, k) != getattr(old, k) for k in LIMIT_KEYS):
             self._apply_limits(new)
             applied.append("limits")
+        if new.mrc_sample_rate != old.mrc_sample_rate:
+            self.mrc = (LiveMRC(old.eviction, old.cache_size, old.block_size, new.mrc_sample_rate)
+                        if new.mrc_sample_rate else None)
+            applied.append("cache.mrc_sample_rate")
         if new.log_level != old.log_level:
             logging.getLogger().setLevel(getattr(logging, new.log_level.upper()))
             applied.append("log.level")

@@ -342,6 +342,9 @@ class HttpProtocol(asyncio.Protocol):
         if t is not None:
             t.requests += 1
             t.bytes_sent += nbytes
+        mrc = app.mrc
+        if mrc is not None and last is not None and req is not None and size:
+            mrc.account(t.name if t is not None else "", req.key, first, last, size)  # type: ignore[arg-type]
         if app.ledger is not None and req is not None:
             grant = self.grant
             app.ledger.record(time=time.time(), receipt=grant.receipt if grant else None,

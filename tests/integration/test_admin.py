@@ -245,3 +245,32 @@ def test_reload_keeps_open_connections_and_the_cache(admin_edge):
     r = conn.getresponse()
     assert r.read() == files["b.bin"] and r.getheader("Cache-Status") == "edge; hit"
     conn.close()
+
+
+def test_live_miss_ratio_curve(admin_edge):
+    e, aport, files, conf = admin_edge
+    conf.write_text(conf.read_text() + '[cache]\nmrc_sample_rate = 1.0\n')
+    assert call(aport, "/reload", method="POST")[0] == 200     # applied live
+    for _ in range(3):
+        for name in files:
+            assert get(e.port, "/" + name)[2] == files[name]
+    status, _, body = call(aport, "/mrc")
+    assert status == 200
+    rep = json.loads(body)
+    assert rep["sample_rate"] == 1.0 and rep["configured_size"] == 16 << 20
+    assert rep["block_accesses"] == 3 * (3 + 1 + 1)            # 3 rounds of 5 blocks
+    assert rep["sampled_block_accesses"] == rep["block_accesses"]
+    big = rep["points"][-1]
+    assert big["cache_size"] == 16 * (16 << 20)
+    assert big["hit_ratio"] == pytest.approx(2 / 3)          # every block reused twice
+    assert big["origin_bytes_per_day"] > 0
+    status, headers, png = call(aport, "/mrc?format=png")
+    assert status == 200 and headers["Content-Type"] == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert call(aport, "/mrc?format=svg")[0] == 400
+    assert call(aport, "/mrc", token=None)[0] == 401
+    assert call(aport, "/mrc/reset", method="POST")[0] == 200
+    assert json.loads(call(aport, "/mrc")[2])["block_accesses"] == 0
+    conf.write_text(conf.read_text().replace("mrc_sample_rate = 1.0", 'mrc_sample_rate = "off"'))
+    assert call(aport, "/reload", method="POST")[0] == 200
+    status, _, body = call(aport, "/mrc")
+    assert status == 404 and b"mrc_sample_rate" in body

@@ -65,6 +65,8 @@ def test_size_rounds_down_to_whole_blocks():
 
 @pytest.mark.parametrize("raw,key", [
     ({"cache": {"sise": 1}}, "cache.sise: unknown key"),
+    ({"cache": {"mrc_sample_rate": 2}}, "cache.mrc_sample_rate: expected a rate in (0, 1]"),
+    ({"cache": {"mrc_sample_rate": "1%"}}, "cache.mrc_sample_rate: expected a rate"),
     ({"cahce": {}}, "cahce: unknown section"),
     ({"server": {"workers": 0}}, "server.workers"),
     ({"server": {"workers": "two"}}, "server.workers: expected an integer"),

@@ -191,6 +191,15 @@ def test_access_log(tmp_path):
                                            '{"key": "b", "last_byte": 5}\n'))
 
 
+def test_access_log_keeps_tenants_apart():
+    lines = [{"time": 1, "key": "k", "size": 10, "first_byte": 0, "last_byte": 9, "tenant": "acme"},
+             {"time": 2, "key": "k", "size": 20, "first_byte": 0, "last_byte": 19, "tenant": "globex"},
+             {"time": 3, "key": "k", "size": 10, "first_byte": 0, "last_byte": 9, "tenant": "acme"},
+             {"time": 4, "key": "k", "size": 10, "first_byte": 0, "last_byte": 9}]
+    t = traces.read_access_log(json.dumps(r) for r in lines)
+    assert t.names == ["acme\0k", "globex\0k", "k"] and t.obj.tolist() == [0, 1, 0, 2]
+
+
 def test_access_log_lines_round_trip():
     t = synth.generate("zipf", 300, seed=5)
     back = traces.read_access_log(traces.access_log_lines(t))
