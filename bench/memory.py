@@ -29,6 +29,8 @@ those pages once per process (an over-estimate of the memory used). PSS charges 
 1/n to each of the n processes mapping it, so the sum of PSS over the tree is the memory the tree
 really holds (shared libraries mapped by other programs too are charged partly to them). The bound
 is checked against both; PSS is the fair one, RSS the one an operator's `ps` shows per process.
+With --workers N > 1 the arena is one shared region (a /dev/shm file, prefaulted by the
+supervisor) that every process maps: the RSS sum counts it N + 1 times, PSS once.
 Kernel socket buffers are not in either: they are the kernel's memory, not the process's.
 
 Bounded: every client socket has a timeout, the whole run a deadline; the edge is stopped by its

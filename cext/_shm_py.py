@@ -27,16 +27,19 @@ GONE, FILLING, READY = 0, 1, 2
 MAX_WORKERS = 62
 COUNTERS = ("alloc_failures", "index_full", "lock_recoveries", "worker_recoveries",
             "evictions", "evict_busy", "fills_begun", "fills_finished", "fills_failed",
-            "deferred_frees", "index_rebuilds", "pins_recovered", "fills_dropped", "repairs")
+            "deferred_frees", "index_rebuilds", "pins_recovered", "fills_dropped", "repairs",
+            "swept", "removed")
 
 # header word indices (see cext/shm.pxd)
 (H_MAGIC, H_VERSION, H_IMPL, H_CTL_SIZE, H_ARENA_SIZE, H_PAGE_SIZE, H_MIN_CHUNK, H_NCLASSES,
  H_MAX_WORKERS, H_NPAGES, H_SPP, H_INDEX_CAP, H_NEXT_GEN, H_NONCE, H_NFREE_PAGES, H_USED_BYTES,
  H_LIVE, H_TOMBS, H_OFF_CLASSES) = range(19)
+H_SWEEP_HAND = 27
 H_COUNTERS = 32
 (K_ALLOC_FAILURES, K_INDEX_FULL, K_LOCK_RECOVERIES, K_WORKER_RECOVERIES, K_EVICTIONS,
  K_EVICT_BUSY, K_FILLS_BEGUN, K_FILLS_FINISHED, K_FILLS_FAILED, K_DEFERRED_FREES,
- K_INDEX_REBUILDS, K_PINS_RECOVERED, K_FILLS_DROPPED, K_REPAIRS) = range(H_COUNTERS, H_COUNTERS + 14)
+ K_INDEX_REBUILDS, K_PINS_RECOVERED, K_FILLS_DROPPED, K_REPAIRS, K_SWEPT,
+ K_REMOVED) = range(H_COUNTERS, H_COUNTERS + 16)
 HDR_MUTEX = 512
 HDR_SIZE = 1024
 SECTIONS = ("classes", "workers", "page_class", "page_used", "page_carved", "free_pages",
@@ -641,6 +644,13 @@ class SharedCache:
         self._fills[off] = (o, idx, gen)
         return off
 
+    def fill_gen(self, off: int) -> int:
+        """The entry generation of this worker's open fill at ``off``."""
+        f = self._fills.get(off)
+        if f is None:
+            raise ValueError(f"offset {off} is not a fill of worker {self._wid}")
+        return f[2]
+
     def _own_fill(self, off: int) -> int:
         f = self._fills.get(off)
         if f is None:
@@ -776,6 +786,67 @@ class SharedCache:
             return True
         finally:
             self._unlock()
+
+    def remove(self, oid: bytes, idx: int) -> bool:
+        """Remove block (oid, idx) whatever its state (purge); True if it was indexed. A
+        pinned chunk is DEFERRED (freed at its last unpin); watchers see GONE."""
+        o = _oid(oid)
+        self._check_open()
+        mask = 0
+        self._lock()
+        try:
+            i = self._find(o, idx)
+            if i >= 0:
+                off = self._entry(i)[4]
+                slot = self._slot_of(off)
+                mask = self._iq[i * 8 + 7]
+                self._iq[i * 8 + 7] = 0
+                self._remove_entry(i)
+                old = self._cword[slot]
+                self._cword[slot] = old | _DEFERRED
+                if not old & _WORKERS_MASK:
+                    self._release(off, slot)  # nobody pinned it: free now
+                self._h[K_REMOVED] += 1
+        finally:
+            self._unlock()
+        self._wake(mask)
+        return i >= 0
+
+    def evict_sweep(self, max_probe: int, nbytes: int = 1) -> list[tuple[bytes, int]]:
+        """Evict READY blocks no worker pins, walking the index from a persistent clock hand,
+        until ``nbytes`` of chunks are freed or ``max_probe`` slots were looked at."""
+        self._check_open()
+        if max_probe < 0:
+            raise ValueError(f"max_probe must be >= 0 (got {max_probe})")
+        h, mask = self._h, self._cap - 1
+        out: list[tuple[bytes, int]] = []
+        freed = 0
+        self._lock()
+        try:
+            hand = h[H_SWEEP_HAND] & mask
+            for _ in range(min(max_probe, self._cap)):
+                if freed >= nbytes:
+                    break
+                i = hand
+                hand = (hand + 1) & mask
+                g, oid, idx, _, off, fsw = self._entry(i)
+                if g < 2 or (fsw >> 32) & 0xFF != READY:
+                    continue
+                slot = self._slot_of(off)
+                if slot < 0 or self._cword[slot] != 0:
+                    continue  # pinned: skip it
+                cs = self._sizes[self._page_class[off // self._page_size]]
+                out.append((oid, idx))
+                self._cword[slot] = _FREEING
+                self._remove_entry(i)
+                self._release(off, slot)
+                freed += cs
+                h[K_EVICTIONS] += 1
+                h[K_SWEPT] += 1
+            h[H_SWEEP_HAND] = hand
+        finally:
+            self._unlock()
+        return out
 
     def info(self, oid: bytes, idx: int) -> dict[str, Any] | None:
         """The entry of (oid, idx) as a dict, or None (diagnostics and tests)."""
@@ -1036,11 +1107,13 @@ class SharedCache:
     # -- stats -----------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Shared counters and occupancy, plus this handle's lookup counters."""
+        """Shared counters and occupancy (``pinned_chunks``: chunks any worker pins, a scan of
+        the pin words), plus this handle's lookup counters."""
         self._check_open()
         h, wk = self._h, self._wk
         d: dict[str, Any] = {name: h[H_COUNTERS + i] for i, name in enumerate(COUNTERS)}
         d.update({
+            "pinned_chunks": sum(1 for w in self._cword if w & _WORKERS_MASK),
             "arena_size": self._arena_size,
             "page_size": self._page_size,
             "pages_total": self._npages,

@@ -32,8 +32,9 @@ cdef enum:
     H_OFF_CWORD = 24
     H_OFF_CSTATE = 25
     H_OFF_INDEX = 26
+    H_SWEEP_HAND = 27      # next index slot evict_sweep() looks at (a hint, taken modulo the capacity)
     H_COUNTERS = 32        # first of NCOUNTERS shared counters, updated under the mutex
-    NCOUNTERS = 14
+    NCOUNTERS = 16
     HDR_MUTEX = 512        # byte offset of the robust pthread mutex (64 bytes reserved)
     HDR_SIZE = 1024        # bytes of header; the sections follow
 

@@ -85,6 +85,8 @@ class SharedCache:
     def begin_fill(self, oid: bytes, idx: int, length: int) -> int | None:
         """Offset of a new FILLING block owned and pinned by this worker; -1 when there is no
         memory or index room (evict and retry); None when already indexed (lookup_pin it)."""
+    def fill_gen(self, off: int) -> int:
+        """The entry generation of this worker's open fill at ``off``."""
     def advance_fill(self, off: int, filled: int) -> bool:
         """Publish [0, filled) landed (forward only); wakes watchers. False if gone."""
     def finish_fill(self, off: int, checksum: int) -> bool:
@@ -96,6 +98,13 @@ class SharedCache:
     def drain_wakeups(self) -> int: ...
     def evict(self, oid: bytes, idx: int) -> bool:
         """Remove and free a READY block only if no worker pins it."""
+    def remove(self, oid: bytes, idx: int) -> bool:
+        """Remove (oid, idx) whatever its state (purge); a pinned chunk is freed at its last
+        unpin; watchers of a FILLING entry see GONE. True if it was indexed."""
+    def evict_sweep(self, max_probe: int, nbytes: int = 1) -> list[tuple[bytes, int]]:
+        """Evict READY unpinned blocks from a persistent clock hand until ``nbytes`` of chunks
+        are freed or ``max_probe`` index slots were looked at (the last resort for blocks no
+        policy tracks); returns the evicted (oid, idx)."""
     def info(self, oid: bytes, idx: int) -> dict[str, Any] | None: ...
     def recover_worker(self, worker_id: int) -> dict[str, int]:
         """After a worker died: clear its pins ({"chunks": n}) and drop its fills

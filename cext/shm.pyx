@@ -65,6 +65,7 @@ per worker id, used from one thread (its pin counts are private and unsynchronis
 """
 cimport cython
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free as c_free, malloc
 from libc.string cimport memcmp, memcpy, memset
@@ -102,7 +103,8 @@ GONE, FILLING, READY = 0, 1, 2         # entry states as the API reports them
 MAX_WORKERS = 62
 COUNTERS = ("alloc_failures", "index_full", "lock_recoveries", "worker_recoveries",
             "evictions", "evict_busy", "fills_begun", "fills_finished", "fills_failed",
-            "deferred_frees", "index_rebuilds", "pins_recovered", "fills_dropped", "repairs")
+            "deferred_frees", "index_rebuilds", "pins_recovered", "fills_dropped", "repairs",
+            "swept", "removed")
 
 cdef enum:
     ALIGN = 64
@@ -131,6 +133,8 @@ cdef enum:
     K_PINS_RECOVERED
     K_FILLS_DROPPED
     K_REPAIRS
+    K_SWEPT
+    K_REMOVED
 
 cdef uint64_t DEFERRED = (<uint64_t>1) << 62   # chunk word: removed while pinned
 cdef uint64_t FREEING = (<uint64_t>1) << 63    # chunk word: an evictor owns it (set from 0)
@@ -703,6 +707,14 @@ cdef class SharedCache:
         self._fills[off] = (oid, idx, gen)
         return off
 
+    def fill_gen(self, off):
+        """The entry generation of this worker's open fill at ``off`` (what ``lookup_pin``
+        and ``status`` report for it); ValueError once it was finished or failed."""
+        f = self._fills.get(off)
+        if f is None:
+            raise ValueError(f"offset {off} is not a fill of worker {self._wid}")
+        return f[2]
+
     cdef int64_t _own_fill(self, object off) except -2:
         """Index slot of this worker's fill at ``off``; -1 if its entry is gone."""
         cdef int64_t i
@@ -856,6 +868,78 @@ cdef class SharedCache:
             return True
         finally:
             self._unlock()
+
+    def remove(self, oid, idx):
+        """Remove block (oid, idx) whatever its state (purge); True if it was indexed.
+
+        A chunk nobody pins is freed now; a pinned one is DEFERRED and freed at its last
+        unpin, so its readers keep valid bytes. Watchers of a FILLING entry are woken and see
+        GONE; its owner's later ``advance_fill``/``finish_fill`` report the entry gone.
+        """
+        cdef const uint8_t* o = _oid(oid)
+        cdef int64_t i, slot, off
+        cdef uint64_t old, mask = 0
+        self._check_open()
+        self._lock()
+        try:
+            i = self._find(o, <uint32_t>idx)
+            if i >= 0:
+                off = self._index[i].off
+                slot = self._slot_of(off)
+                mask = shm_exchange(&self._index[i].waiters, 0)
+                self._remove_entry(i)
+                # DEFERRED first: from here no new pin can be taken (a pin CAS refuses flags)
+                old = shm_fetch_or(&self._cword[slot], DEFERRED)
+                if old & WORKERS_MASK == 0:
+                    self._release(off, slot)      # nobody pinned it: free now
+                self._h[K_REMOVED] += 1
+        finally:
+            self._unlock()
+        self._wake(mask)
+        return i >= 0
+
+    def evict_sweep(self, max_probe, nbytes=1):
+        """Evict READY blocks no worker pins, walking the index from a persistent clock hand.
+
+        The last resort when the policies' victims freed nothing (blocks no live worker's
+        policy tracks, e.g. a dead worker's). Stops once the freed chunks add up to
+        ``nbytes`` or after looking at ``max_probe`` index slots. Returns the evicted
+        ``(oid, idx)`` pairs.
+        """
+        cdef uint64_t mask = self._cap - 1, hand, n, probe, i
+        cdef int64_t freed = 0, want = nbytes, slot, off, cs
+        cdef Entry* e
+        self._check_open()
+        if max_probe < 0:
+            raise ValueError(f"max_probe must be >= 0 (got {max_probe})")
+        probe = min(<uint64_t>max_probe, self._cap)
+        out = []
+        self._lock()
+        try:
+            hand = self._h[H_SWEEP_HAND] & mask
+            for n in range(probe):
+                if freed >= want:
+                    break
+                i = hand
+                hand = (hand + 1) & mask
+                e = &self._index[i]
+                if e.gen < 2 or (e.fsw >> 32) & 0xFF != S_READY:
+                    continue
+                off = e.off
+                slot = self._slot_of(off)
+                if slot < 0 or not shm_cas(&self._cword[slot], 0, FREEING):
+                    continue                      # pinned (or being freed): skip it
+                cs = self._cls[self._page_class[off // self._page_size]].size
+                out.append((PyBytes_FromStringAndSize(<char*>e.oid, 16), e.idx))
+                self._remove_entry(<int64_t>i)
+                self._release(off, slot)
+                freed += cs
+                self._h[K_EVICTIONS] += 1
+                self._h[K_SWEPT] += 1
+            self._h[H_SWEEP_HAND] = hand
+        finally:
+            self._unlock()
+        return out
 
     def info(self, oid, idx):
         """The entry of (oid, idx) as a dict, or None (diagnostics and tests)."""
@@ -1161,12 +1245,19 @@ cdef class SharedCache:
     # -- stats -----------------------------------------------------------------------------
 
     def stats(self):
-        """Shared counters and occupancy, plus this handle's lookup counters."""
+        """Shared counters and occupancy (``pinned_chunks``: chunks any worker pins, a scan of
+        the pin words), plus this handle's lookup counters."""
         cdef int c
         cdef uint64_t* h = self._h
+        cdef int64_t s, pinned = 0
+        cdef int64_t nslots = self._npages * self._spp
         self._check_open()
+        for s in range(nslots):
+            if shm_load_rlx(&self._cword[s]) & WORKERS_MASK:
+                pinned += 1
         d = {name: h[H_COUNTERS + i] for i, name in enumerate(COUNTERS)}
         d.update({
+            "pinned_chunks": pinned,
             "arena_size": self._arena_size,
             "page_size": self._page_size,
             "pages_total": self._npages,

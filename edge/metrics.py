@@ -6,6 +6,10 @@ Once a second each worker writes a snapshot of its counters and gauges to
 ``/metrics`` sums the snapshots of all workers through a prometheus_client collector, so the
 numbers are right across worker processes. A worker that restarts starts again from zero;
 Prometheus' ``rate()`` treats that as the counter reset it is.
+
+With several workers the arena and its block index are shared (one region): worker 0 reports
+them (size, used, pinned chunks, blocks) and the others report zeros, so the sums stay the
+machine's, not N times it.
 """
 from __future__ import annotations
 
@@ -40,7 +44,14 @@ def snapshot(app: App) -> dict[str, Any]:
         c = st.counters
         for f in fields:
             totals[f] = totals.get(f, 0) + getattr(c, f)
-    arena = app.storage.arena.stats()
+    shared = getattr(app.storage.arena, "shared", False)
+    arena: dict[str, Any]
+    if shared and app.worker != 0:     # the shared arena is reported once, by worker 0
+        arena = {"size": 0, "used_bytes": 0, "pinned_chunks": 0, "classes": []}
+    else:
+        arena = app.storage.arena.stats()
+    blocks = (arena.get("entries", 0) if shared
+              else sum(st.blocks for st in storages.values()))
     origins = {}
     for name, st in storages.items():
         for r in getattr(st.origin, "replicas", []):
@@ -65,7 +76,7 @@ def snapshot(app: App) -> dict[str, Any]:
         "requests": {f"{s}|{cs}": n for (s, cs), n in app.requests.items()},
         "bytes": dict(app.bytes_sent),
         "connections": len(app.connections),
-        "blocks": sum(st.blocks for st in storages.values()),
+        "blocks": blocks,
         "fills": totals["fills"], "fill_failures": totals["fill_failures"],
         "transient_fills": totals["transient_fills"],
         "evictions": totals["evictions"], "block_hits": totals["block_hits"],
@@ -74,6 +85,7 @@ def snapshot(app: App) -> dict[str, Any]:
         "stale_meta": totals["stale_meta"],
         "waiters": totals["waiting"],
         "arena": {
+            "shared": shared,
             "size": arena["size"], "used": arena["used_bytes"],
             "pinned_chunks": arena["pinned_chunks"],
             "classes": [{"chunk_size": k["chunk_size"], "used": k["chunks_used"] * k["chunk_size"],

@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 An object (one version of one key, identified by its strong ETag) is cut into fixed-size
 blocks; block ``i`` covers bytes ``[i*B, min((i+1)*B, size))``. A block is cached under
-``(oid, i)`` where ``oid`` is the xxh3-128 of (key, ETag), so two versions never share a block.
+``(oid, i)`` where ``oid`` is the xxh3-128 of (key, ETag), so two versions never share a block
+(of (tenant, key, ETag) for a named tenant, so tenants never share one either).
 
 * A request pins every block it hands to the socket (arena refcount) and releases it once the
   kernel holds the bytes; the eviction policy is told a pinned block is not evictable, and the
@@ -73,11 +74,15 @@ class FillError(Exception):
 
 
 class ObjectMeta:
-    """One version of an object as the cache sees it."""
+    """One version of an object as the cache sees it.
+
+    ``ns`` (a tenant's name) namespaces the oid: xxh3-128 of ns NUL key NUL etag; the empty
+    namespace keeps the plain key NUL etag (what warm-restart indexes of one tenant hold).
+    """
 
     __slots__ = ("key", "info", "oid", "size", "etag", "last_modified", "nblocks", "block_size")
 
-    def __init__(self, key: str, info: ObjectInfo, block_size: int) -> None:
+    def __init__(self, key: str, info: ObjectInfo, block_size: int, ns: bytes = b"") -> None:
         self.key = key
         self.info = info
         self.size = info.size
@@ -85,7 +90,8 @@ class ObjectMeta:
         self.last_modified = info.last_modified
         self.block_size = block_size
         self.nblocks = (info.size + block_size - 1) // block_size
-        self.oid = xxhash.xxh3_128_digest(key.encode("utf-8", "surrogateescape") + b"\0" + info.etag)
+        name = key.encode("utf-8", "surrogateescape") + b"\0" + info.etag
+        self.oid = xxhash.xxh3_128_digest(ns + b"\0" + name if ns else name)
 
     def block_len(self, idx: int) -> int:
         return min(self.block_size, self.size - idx * self.block_size)
@@ -162,6 +168,7 @@ class Storage:
         self.origin = origin
         self.block_size = block_size
         self.name = name
+        self.ns = name.encode()          # namespaces this tenant's oids
         self.capacity = arena.size if capacity is None else min(capacity, arena.size)
         self.policy = make_policy(policy, self.capacity, evictable=self._evictable, block_size=block_size)
         self.counters = Counters()
@@ -230,7 +237,8 @@ class Storage:
                 fut.set_result(m)
                 return m
             old = self._stale.get(key)
-            m = old if old is not None and old.info == info else ObjectMeta(key, info, self.block_size)
+            m = (old if old is not None and old.info == info
+                 else ObjectMeta(key, info, self.block_size, self.ns))
             self._meta[key] = m
             self._stale[key] = m
             if first is not None:
@@ -249,7 +257,7 @@ class Storage:
     def _adopt_first(self, meta: ObjectMeta, idx: int, first: AsyncIterator[bytes]) -> None:
         """Fill block ``idx`` from an already open origin response (see ``meta``)."""
         bk = (meta.oid, idx)
-        if idx >= meta.nblocks or bk in self._index or bk in self._transient:
+        if idx >= meta.nblocks or self._known(bk):
             self._spawn(_aclose(first))          # not needed after all: let it go
             return
         self.counters.block_misses += 1
@@ -271,14 +279,18 @@ class Storage:
         dropped = 0
         for m in metas:
             for idx in range(m.nblocks):
-                bk = (m.oid, idx)
-                b = self._index.pop(bk, None)
-                if b is not None:
-                    self.policy.remove(bk)
-                    self.arena.free(b.off)
+                if self._purge_block((m.oid, idx)):
                     dropped += 1
         self.counters.purges += 1
         return dropped
+
+    def _purge_block(self, bk: tuple) -> bool:
+        b = self._index.pop(bk, None)
+        if b is None:
+            return False
+        self.policy.remove(bk)
+        self.arena.free(b.off)
+        return True
 
     def purge_prefix(self, prefix: str) -> tuple[int, int]:
         """``purge`` every object whose key starts with ``prefix``; (objects, blocks) dropped."""
@@ -303,17 +315,24 @@ class Storage:
         b = self._index.get(bk)
         return b is None or (b.ready and self.arena.pins(b.off) == 0)
 
+    def _known(self, bk: tuple) -> bool:
+        """Indexed (ready or filling) or in flight as a transient block."""
+        return bk in self._index or bk in self._transient
+
+    def _is_ready(self, bk: tuple) -> bool:
+        b = self._index.get(bk)
+        return b is not None and b.ready
+
     def is_cached(self, meta: ObjectMeta, start: int, end: int) -> bool | None:
         """True if every block of ``[start, end)`` is ready, False if none is, None if some are."""
         if end <= start:
             return True
         bs = self.block_size
         first, last = start // bs, (end - 1) // bs
-        index, oid = self._index, meta.oid
+        ready, oid = self._is_ready, meta.oid
         n = 0
         for i in range(first, last + 1):
-            b = index.get((oid, i))
-            if b is not None and b.ready:
+            if ready((oid, i)):
                 n += 1
         if n == last - first + 1:
             return True
@@ -333,12 +352,8 @@ class Storage:
     def pin(self, meta: ObjectMeta, idx: int) -> Block:
         """Pin block ``idx``: cached, being filled, or a fill started now (single-flight)."""
         bk = (meta.oid, idx)
-        b = self._index.get(bk)
+        b = self._pin_indexed(bk)
         if b is not None:
-            self.arena.pin(b.off)
-            self.policy.access(bk)
-            if b.ready:
-                self.counters.block_hits += 1
             return b
         b = self._transient.get(bk)
         if b is not None:
@@ -347,10 +362,20 @@ class Storage:
         self.counters.block_misses += 1
         return self._start_fill(meta, idx, bk)
 
+    def _pin_indexed(self, bk: tuple) -> Block | None:
+        """Pin the indexed block ``bk`` (ready or filling), or None (no I/O)."""
+        b = self._index.get(bk)
+        if b is not None:
+            self.arena.pin(b.off)
+            self.policy.access(bk)
+            if b.ready:
+                self.counters.block_hits += 1
+        return b
+
     def prefetch(self, meta: ObjectMeta, idx: int) -> None:
         """Start filling block ``idx`` if it is neither cached nor in flight (read-ahead)."""
         bk = (meta.oid, idx)
-        if bk in self._index or bk in self._transient:
+        if self._known(bk):
             return
         self.counters.prefetches += 1
         b = self._start_fill(meta, idx, bk)
@@ -397,56 +422,91 @@ class Storage:
             while self.available(block) < need:
                 if block.error is not None:
                     raise block.error
+                if self._refresh(block):
+                    continue
                 fut = loop.create_future()
                 block.waiters.append(fut)
                 await fut
         finally:
             self.counters.waiting -= 1
 
-    def _drop(self, bk: Any) -> None:
+    def _refresh(self, block: Block) -> bool:
+        """Before a reader sleeps on ``block``: True if it progressed meanwhile (a fill in
+        this process wakes its readers itself: nothing to look at)."""
+        return False
+
+    def _drop(self, bk: Any) -> bool:
+        """Evict a victim of the policy; True if it was indexed."""
         b = self._index.pop(bk, None)
-        if b is not None:
-            self.counters.evictions += 1
-            self.arena.free(b.off)   # deferred by the arena while pinned
+        if b is None:
+            return False
+        self.counters.evictions += 1
+        self.arena.free(b.off)   # deferred by the arena while pinned
+        return True
 
     def _start_fill(self, meta: ObjectMeta, idx: int, bk: tuple,
                     source: AsyncIterator[bytes] | None = None) -> Block:
-        length = meta.block_len(idx)
-        arena, policy = self.arena, self.policy
-        if policy.access(bk):           # the request counts; a stale entry (not indexed) goes
-            policy.remove(bk)
-        weight = arena.chunk_size(arena.class_for(length))
-        admitted = True
-        for v in policy.admit(bk, weight):
-            if v == bk:
-                admitted = False
-            else:
-                self._drop(v)
-        off = -1
-        if admitted:
-            off = arena.alloc(length)
-            tries = 0
-            while off < 0 and tries < EXTRA_EVICTION_TRIES:
-                tries += 1
-                for v in policy.evict(weight):
-                    if v != bk:
-                        self._drop(v)
-                off = arena.alloc(length)
-            if off < 0:
-                self.counters.alloc_failures += 1
-                policy.remove(bk)
-        block = Block(bk, off, length)
-        if off >= 0:
-            arena.pin(off)           # the fill's own pin
-            arena.pin(off)           # the caller's pin
-            self._index[bk] = block
-        else:
+        block, new = self._claim(meta, idx, bk)
+        if not new:                  # someone else's fill of it, joined (shared storage)
+            assert block is not None
+            if source is not None:
+                self._spawn(_aclose(source))
+            return block
+        if block is None:
+            block = Block(bk, -1, meta.block_len(idx))
             block.refs = 2           # the fill's and the caller's
             self._transient[bk] = block
             self.counters.transient_fills += 1
         self.counters.fills += 1
         self._spawn(self._fill(meta, idx, block, source))
         return block
+
+    def _admit_miss(self, bk: tuple, length: int) -> int:
+        """The policy's say on a missing block: its weight if admitted, 0 if not."""
+        policy = self.policy
+        if policy.access(bk):           # the request counts; a stale entry (not indexed) goes
+            policy.remove(bk)
+        weight = self._weight(length)
+        return weight if self._admit(bk, weight) else 0
+
+    def _weight(self, length: int) -> int:
+        return self.arena.chunk_size(self.arena.class_for(length))
+
+    def _admit(self, bk: tuple, weight: int) -> bool:
+        """Admit ``bk`` to the policy and drop its victims; False if it was refused."""
+        admitted = True
+        for v in self.policy.admit(bk, weight):
+            if v == bk:
+                admitted = False
+            else:
+                self._drop(v)
+        return admitted
+
+    def _claim(self, meta: ObjectMeta, idx: int, bk: tuple) -> tuple[Block | None, bool]:
+        """Index a new block for a fill, pinned for the fill and the caller: (block, True);
+        (None, True) when it is not admitted or finds no memory (the fill is transient)."""
+        length = meta.block_len(idx)
+        weight = self._admit_miss(bk, length)
+        if not weight:
+            return None, True
+        arena = self.arena
+        off = arena.alloc(length)
+        tries = 0
+        while off < 0 and tries < EXTRA_EVICTION_TRIES:
+            tries += 1
+            for v in self.policy.evict(weight):
+                if v != bk:
+                    self._drop(v)
+            off = arena.alloc(length)
+        if off < 0:
+            self.counters.alloc_failures += 1
+            self.policy.remove(bk)
+            return None, True
+        block = Block(bk, off, length)
+        arena.pin(off)           # the fill's own pin
+        arena.pin(off)           # the caller's pin
+        self._index[bk] = block
+        return block, True
 
     @staticmethod
     def _wake(block: Block) -> None:
@@ -480,13 +540,12 @@ class Storage:
                     pos += n
                     block.filled = pos
                     self.counters.origin_bytes += n
-                    self._wake(block)
+                    self._landed(block)
                 if pos != block.length:
                     raise OriginError(
                         self.origin.name, f"short read of {meta.key!r}: {pos} of {block.length} bytes"
                     )
-                block.checksum = xxhash.xxh3_64_intdigest(view)
-                block.ready = True
+                self._complete(block, xxhash.xxh3_64_intdigest(view))
         except BaseException as exc:
             self._fail(meta, block, exc)
             if not isinstance(exc, Exception):
@@ -497,23 +556,34 @@ class Storage:
             if view is not None:
                 view.release()
             self._transient.pop(block.key, None)
-            if block.off >= 0:
-                self.arena.unpin(block.off)
-            else:
-                self._unref(block)
+            self.release(block)          # the fill's own pin
             self._wake(block)
+
+    def _landed(self, block: Block) -> None:
+        """More bytes of ``block`` landed (``block.filled``): wake its readers."""
+        self._wake(block)
+
+    def _complete(self, block: Block, checksum: int) -> None:
+        """``block`` is filled exactly and verified: a hit from now on."""
+        block.checksum = checksum
+        block.ready = True
 
     def _fail(self, meta: ObjectMeta, block: Block, exc: BaseException) -> None:
         self.counters.fill_failures += 1
         block.error = FillError(exc)
         if isinstance(exc, ValidatorMismatch):
             self.forget(meta.key)
-        if block.off >= 0 and self._index.get(block.key) is block:
+        if block.off >= 0:
+            self._unindex(block)
+        level = logging.WARNING if isinstance(exc, Exception) else logging.DEBUG
+        log.log(level, "fill of %r block %d failed: %s", meta.key, block.key[1], exc)
+
+    def _unindex(self, block: Block) -> None:
+        """A failed fill's block leaves the index and the policy: never a hit."""
+        if self._index.get(block.key) is block:
             del self._index[block.key]
             self.policy.remove(block.key)
             self.arena.free(block.off)   # deferred until readers (and the fill) unpin
-        level = logging.WARNING if isinstance(exc, Exception) else logging.DEBUG
-        log.log(level, "fill of %r block %d failed: %s", meta.key, block.key[1], exc)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -610,7 +680,7 @@ def restore_index(path: str, layout: dict[str, Any], storages: dict[str, Storage
             continue                    # a tenant no longer configured: its blocks go
         for oid_hex, key, size, etag, lm in objects.get(name, []):
             m = ObjectMeta(key, ObjectInfo(size=size, etag=etag.encode("latin-1"), last_modified=lm),
-                           block_size)
+                           block_size, name.encode())
             if m.oid.hex() == oid_hex:          # the oid is derived: a mismatch means corruption
                 metas[(no, m.oid)] = m
     wanted = []
@@ -631,12 +701,7 @@ def restore_index(path: str, layout: dict[str, Any], storages: dict[str, Storage
         view.release()
         bk = (oid, idx)
         if ok and bk not in st._index:
-            weight = arena.chunk_size(arena.class_for(length))
-            victims = st.policy.admit(bk, weight)
-            for v in victims:
-                if v != bk:
-                    st._drop(v)
-            if bk not in victims:
+            if st._admit(bk, st._weight(length)):
                 b = Block(bk, off, length)
                 b.filled = length
                 b.checksum = checksum

@@ -1,10 +1,14 @@
 """Wiring of one worker: arena + policy + origin + storage + listening socket, and the supervisor.
 
 ``serve(config)`` runs the edge in the foreground. With ``workers = 1`` the process itself is
-the worker. With ``workers = N > 1`` a supervisor forks N workers that accept on the same port
-(SO_REUSEPORT) and restarts any that dies; in this version each worker has a private arena of
-``cache.size / N`` (sharing one arena across workers is the job of the shared-index work), so
-the machine's total stays within ``cache.size``.
+the worker, over a private arena (a file by default, kept for a warm restart). With
+``workers = N > 1`` a supervisor creates ONE shared region of ``cache.size`` (cext/shm: the
+arena and the block index in shared memory), then forks N workers that accept on the same
+port (SO_REUSEPORT); each attaches to the region as its worker id and serves every tenant
+through SharedStorage (edge/cache/shared.py), so a block is stored once and any worker serves
+it. When a worker dies the supervisor releases its pins and unfinished fills
+(``recover_worker``) and starts it again. The region is removed when the supervisor exits
+(no warm restart with several workers yet).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from edge import config as cfg
 from edge import metrics
 from edge.accesslog import AccessLog
 from edge.budget import BudgetStore
-from edge.cache import Storage, restore_index, save_index
+from edge.cache import SharedArena, SharedStorage, Storage, restore_index, save_index
 from edge.config import Config, OriginSpec, PoolSpec, TenantSpec
 from edge.control import Journal
 from edge.http import Limits, Request, format_http_date
@@ -54,6 +58,31 @@ def arena_path_for(config: Config, port: int, workers: int) -> str | None:
     if p == "auto":
         return f"/dev/shm/edge-{port}.arena" if os.path.isdir("/dev/shm") else None
     return p
+
+
+def shared_path_for(config: Config, port: int) -> str:
+    """Where the shared region of ``workers > 1`` lives (its control file is PATH.ctl): for
+    ``auto`` /dev/shm/edge-PORT.shared (PORT as bound; ``state_dir`` without /dev/shm), an
+    explicit ``arena_path`` as given, and for ``anonymous`` a name of this process's own (a
+    region shared by processes needs a file). The supervisor removes it when it exits."""
+    p = config.arena_path
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else config.state_dir
+    if p == "auto":
+        return os.path.join(base, f"edge-{port}.shared")
+    if p == "anonymous":
+        return os.path.join(base, f"edge-{port}-{os.getpid()}.shared")
+    return p
+
+
+def shared_index_capacity(size: int, block_size: int, min_chunk: int) -> int:
+    """Index slots of a shared region: room for a block per min_chunk of arena (every block
+    a small object) at a 75% load, but never more than one 64-byte slot per 4 KiB of arena
+    (the index stays within ~1.6% of the arena); a power of two, at least 16 per page."""
+    want = max(16 * (size // block_size), size // min_chunk * 4 // 3)
+    cap = 1024
+    while cap < want and cap * 4096 < size:
+        cap *= 2
+    return cap
 
 
 def index_path(config: Config, port: int) -> str:
@@ -94,7 +123,10 @@ def tenant_secret(config: Config, spec: TenantSpec) -> bytes | None:
 
 def make_storages(config: Config, arena: Any) -> dict[str, Storage]:
     """One Storage per tenant over ``arena``, each with its share of it as its policy's
-    capacity; fill slots and memory outside the arena are bounded for all of them together."""
+    capacity; fill slots and memory outside the arena are bounded for all of them together.
+    Over a SharedArena (workers > 1) they are SharedStorages and the shares are of the whole
+    shared arena (each worker's policy ranks the blocks it sees against all of it)."""
+    cls = SharedStorage if isinstance(arena, SharedArena) else Storage
     shares = config.tenant_capacities()
     total = sum(shares.values())
     storages: dict[str, Storage] = {}
@@ -103,7 +135,7 @@ def make_storages(config: Config, arena: Any) -> dict[str, Storage]:
         pool = make_pool(spec.origins, config.pool)
         capacity = max(2 * config.block_size,
                        (shares[spec.name] * arena.size // total) // config.block_size * config.block_size)
-        st = Storage(arena, pool, block_size=config.block_size, policy=config.eviction,
+        st = cls(arena, pool, block_size=config.block_size, policy=config.eviction,
                      meta_ttl=config.revalidate_after or None, max_fills=config.max_fills,
                      max_transient=max(1, config.uncached_memory // config.block_size),
                      capacity=capacity, shared_with=first, name=spec.name)
@@ -386,17 +418,23 @@ def _make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, workers: int = 1,
-                     ready: Any = None) -> None:
-    """Serve on ``sock`` until SIGTERM/SIGINT, then finish in-flight responses (bounded)."""
+                     ready: Any = None, shared: str | None = None) -> None:
+    """Serve on ``sock`` until SIGTERM/SIGINT, then finish in-flight responses (bounded).
+
+    ``shared``: the path of the supervisor's shared region, attached as worker ``worker``;
+    None: a private arena of ``cache.size`` (one worker)."""
     from edge.server.protocol import HttpProtocol
 
-    Arena = cext.load("arena").Arena
-    size = config.cache_size // workers
-    size -= size % config.block_size
+    size = config.cache_size - config.cache_size % config.block_size
     port = sock.getsockname()[1]
-    arena_path = arena_path_for(config, port, workers)
-    arena = Arena(size, config.block_size, path=arena_path, min_chunk=config.min_chunk,
-                  prefault=config.prefault)
+    arena: Any
+    if shared is not None:
+        arena = SharedArena(cext.load("shm").SharedCache.attach(shared, worker))
+        arena_path = None
+    else:
+        arena_path = arena_path_for(config, port, workers)
+        arena = cext.load("arena").Arena(size, config.block_size, path=arena_path,
+                                         min_chunk=config.min_chunk, prefault=config.prefault)
     storages = make_storages(config, arena)
     for st in storages.values():
         st.origin.start()       # type: ignore[attr-defined]  # an OriginPool
@@ -512,7 +550,30 @@ def serve(config: Config) -> int:
 
 
 def _supervise(config: Config, sock: socket.socket, workers: int) -> int:
-    """Fork ``workers`` processes on the shared socket; restart any that dies until told to stop."""
+    """Create the shared region, fork ``workers`` processes on the shared socket, recover and
+    restart any that dies until told to stop; then remove the region."""
+    shm = cext.load("shm")
+    if workers > shm.MAX_WORKERS:
+        raise RuntimeError(f"server.workers: at most {shm.MAX_WORKERS} workers share one cache "
+                           f"(got {workers})")
+    path = shared_path_for(config, sock.getsockname()[1])
+    size = config.cache_size - config.cache_size % config.block_size
+    region = shm.SharedCache.create(
+        path, size, config.block_size, min_chunk=config.min_chunk, max_workers=workers,
+        index_capacity=shared_index_capacity(size, config.block_size, config.min_chunk),
+        prefault=config.prefault)
+    try:
+        return _run_workers(config, sock, workers, region, path)
+    finally:
+        region.close()
+        for f in (path, f"{path}.ctl"):
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass
+
+
+def _run_workers(config: Config, sock: socket.socket, workers: int, region: Any, path: str) -> int:
     children: dict[int, int] = {}
     stopping = False
 
@@ -523,7 +584,8 @@ def _supervise(config: Config, sock: socket.socket, workers: int) -> int:
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
-                _run_loop(lambda: run_worker(config, sock, worker=i, workers=workers))
+                region.close()          # the supervisor's handle; the worker attaches its own
+                _run_loop(lambda: run_worker(config, sock, worker=i, workers=workers, shared=path))
             except BaseException:
                 log.exception("worker %d crashed", i)
                 code = 1
@@ -562,8 +624,15 @@ def _supervise(config: Config, sock: socket.socket, workers: int) -> int:
         if pid not in children:
             continue
         i = children.pop(pid)
+        try:        # a worker that died mid-response: its pins and unfinished fills go
+            got = region.recover_worker(i)
+        except (OSError, RuntimeError) as exc:
+            log.error("could not recover worker %d's share of the cache: %s", i, exc)
+            got = {}
         if not stopping:
-            log.warning("worker %d (pid %d) exited with status %d: restarting", i, pid, status)
+            log.warning("worker %d (pid %d) exited with status %d: restarting (released %d pinned "
+                        "chunks, dropped %d fills)", i, pid, status, got.get("chunks", 0),
+                        got.get("fills", 0))
             time.sleep(0.1)
             spawn(i)
     return 0

@@ -104,6 +104,9 @@ def test_single_flight_and_streaming(sup, path, shm):
     assert b.begin_fill(oid, 3, len(data)) is None      # single flight across workers
     boff, length, state, filled, gen = b.lookup_pin(oid, 3)
     assert (boff, length, state, filled) == (off, 40000, FILLING, 0)
+    assert a.fill_gen(off) == gen
+    with pytest.raises(ValueError, match="not a fill of worker 1"):
+        b.fill_gen(off)
     assert a.info(oid, 3)["owner"] == 0
     a.view(off, 10000)[:] = data[:10000]
     a.advance_fill(off, 10000)
@@ -148,6 +151,75 @@ def test_fail_fill_is_never_a_hit_and_frees_at_last_unpin(sup, path, shm):
     a.close()   # drops a's unfinished fill of oid 4
     assert sup.check()["used_bytes"] == 0
     b.close()
+
+
+def test_remove_frees_now_or_at_last_unpin(sup, path, shm):
+    a = shm.SharedCache.attach(path, 0)
+    b = shm.SharedCache.attach(path, 1)
+    free = fill(a, oid_of(30), 0, pattern(oid_of(30), 0, 5000))
+    a.unpin(free)
+    assert sup.remove(oid_of(30), 0) and not sup.remove(oid_of(30), 0)
+    assert sup.check()["used_bytes"] == 0                  # nobody pinned it: freed now
+    held = fill(a, oid_of(31), 0, pattern(oid_of(31), 0, PAGE))
+    assert b.lookup_pin(oid_of(31), 0)[0] == held
+    assert sup.stats()["pinned_chunks"] == 1
+    assert a.remove(oid_of(31), 0)                         # pinned by both: deferred
+    assert a.lookup_pin(oid_of(31), 0) is None
+    c = sup.check()
+    assert (c["entries"], c["deferred"], c["used_bytes"]) == (0, 1, PAGE)
+    assert bytes(b.view(held, PAGE)) == pattern(oid_of(31), 0, PAGE)  # readers keep their bytes
+    a.unpin(held)
+    assert sup.check()["deferred"] == 1
+    b.unpin(held)                                           # the last unpin frees it
+    assert sup.check()["used_bytes"] == 0
+    # a FILLING entry: its watchers are woken and see GONE, its owner finds it gone
+    off = a.begin_fill(oid_of(32), 0, 3000)
+    gen = b.lookup_pin(oid_of(32), 0)[4]
+    assert b.watch(oid_of(32), 0, gen) == (FILLING, 0)
+    assert sup.remove(oid_of(32), 0)
+    assert select.select([b.wake_fd], [], [], 2)[0] and b.drain_wakeups() == 1
+    assert b.status(oid_of(32), 0, gen) == (GONE, 0)
+    a.view(off, 3000)[:] = b"q" * 3000
+    assert not a.advance_fill(off, 3000)
+    assert not a.finish_fill(off, 1)                        # (and the fill is forgotten)
+    a.unpin(off)
+    b.unpin(off)
+    st = sup.stats()
+    assert (st["removed"], st["pinned_chunks"], st["used_bytes"]) == (3, 0, 0)
+    assert sup.check()["entries"] == 0
+    a.close()
+    b.close()
+
+
+def test_evict_sweep_reclaims_unpinned_ready_blocks(sup, path, shm):
+    w = shm.SharedCache.attach(path, 0)
+    offs = [fill(w, oid_of(40), i, pattern(oid_of(40), i, PAGE)) for i in range(16)]
+    assert w.begin_fill(oid_of(41), 0, PAGE) == -1          # full, and nobody tracks them
+    for o in offs[:12]:
+        w.unpin(o)                                          # 12..15 stay pinned
+    filling = None
+    got = sup.evict_sweep(256, PAGE)                        # one page is enough
+    assert len(got) == 1 and got[0][0] == oid_of(40)
+    filling = w.begin_fill(oid_of(41), 0, PAGE)
+    assert filling >= 0
+    got2 = sup.evict_sweep(256, 3 * PAGE)                   # the hand moves on
+    assert len(got2) == 3 and not set(got) & set(got2)
+    rest = sup.evict_sweep(4)                               # bounded by max_probe
+    assert len(rest) <= 4
+    everything = sup.evict_sweep(10 ** 6, 1 << 40)          # never a pinned or filling block
+    left = {i for i in range(16) if w.info(oid_of(40), i) is not None}
+    assert left == {12, 13, 14, 15}
+    assert w.info(oid_of(41), 0)["state"] == FILLING
+    assert len(got) + len(got2) + len(rest) + len(everything) == 12
+    st = sup.stats()
+    assert st["swept"] == 12 and st["evictions"] == 12
+    assert sup.evict_sweep(0) == []
+    with pytest.raises(ValueError):
+        sup.evict_sweep(-1)
+    w.fail_fill(filling)
+    w.close()
+    assert sup.check() == {"entries": 4, "filling": 0, "ready": 4, "deferred": 0,
+                           "pinned_chunks": 0, "used_bytes": 4 * PAGE}
 
 
 def test_classes_exhaustion_and_eviction(sup, path, shm):
@@ -567,6 +639,7 @@ def test_twins_share_one_layout(tmp_path):
         w.fail_fill(bad)
         w.unpin(bad)
         keep = w.lookup_pin(oid_of(5), 2)
+        assert w.remove(oid_of(3), 0) and len(sup.evict_sweep(64, 2 * PAGE)) >= 1
         w.close()
         sup.check()
         files.append((open(p + ".ctl", "rb").read(), open(p, "rb").read()))
