@@ -92,6 +92,7 @@ class FileOrigin(Origin):
                 if pos == end and _etag(os.fstat(fd)) != info.etag:
                     raise ValidatorMismatch(self.name, f"{key!r} changed during the read")
                 yield data
+                data = b""     # the consumer copied it: hold no chunk while the next is read
         finally:
             os.close(fd)
 

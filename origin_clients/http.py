@@ -287,6 +287,7 @@ class HTTPOrigin(Origin):
                                                      "over-long body")
                     pos += len(chunk)
                     yield chunk
+                    chunk = b""     # hold no chunk while the next one arrives
                 if pos != stop:
                     raise OriginError(self.name, f"GET {key!r} bytes {start}-{stop - 1}: short body, "
                                                  f"{pos - start} of {stop - start} bytes")
@@ -376,6 +377,7 @@ class HTTPOrigin(Origin):
                                                  f"over-long body (more than {end - start} bytes)")
                 pos += len(chunk)
                 yield chunk
+                chunk = b""         # hold no chunk while the next one arrives
             if pos != end:
                 raise OriginError(self.name, f"GET {key!r} bytes {start}-{end - 1}: short body, "
                                              f"{pos - start} of {end - start} bytes")

@@ -260,6 +260,7 @@ class OriginPool(Origin):
                 pos += len(chunk)
                 r.stats.bytes += len(chunk)
                 yield chunk
+                chunk = b""            # hold no chunk while the next one is read
             return
         except StopAsyncIteration:
             self._failed(r, OriginError(r.name, f"short read of {key!r}"))
@@ -317,6 +318,7 @@ class OriginPool(Origin):
                     r.stats.bytes += len(first)
                     deadline_at = loop.time() + self.deadline
                     yield first
+                    first = None           # the consumer has it: hold no chunk while reading on
                     while pos < end:
                         async with asyncio.timeout_at(deadline_at):
                             chunk = await it.__anext__()
@@ -324,6 +326,7 @@ class OriginPool(Origin):
                         r.stats.bytes += len(chunk)
                         deadline_at = loop.time() + self.deadline
                         yield chunk
+                        chunk = b""
                     self._ok(r)
                     return
                 except StopAsyncIteration:

@@ -537,6 +537,7 @@ class Storage:
                     if pos + n > block.length:
                         raise OriginError(self.origin.name, f"over-long read of {meta.key!r}")
                     view[pos:pos + n] = chunk
+                    chunk = b""    # copied: hold no origin chunk while the next one is read
                     pos += n
                     block.filled = pos
                     self.counters.origin_bytes += n

@@ -13,7 +13,9 @@ it. When a worker dies the supervisor releases its pins and unfinished fills
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
+import gc
 import logging
 import os
 import shutil
@@ -136,8 +138,10 @@ def make_storages(config: Config, arena: Any) -> dict[str, Storage]:
         capacity = max(2 * config.block_size,
                        (shares[spec.name] * arena.size // total) // config.block_size * config.block_size)
         st = cls(arena, pool, block_size=config.block_size, policy=config.eviction,
-                     meta_ttl=config.revalidate_after or None, max_fills=config.max_fills,
-                     max_transient=max(1, config.uncached_memory // config.block_size),
+                     meta_ttl=config.revalidate_after or None,
+                     max_fills=max(1, config.max_fills // config.workers),   # the machine's, too
+                     # the machine's bound, split between the workers
+                     max_transient=max(1, config.uncached_memory // config.block_size // config.workers),
                      capacity=capacity, shared_with=first, name=spec.name)
         first = first or st
         storages[spec.name] = st
@@ -510,6 +514,24 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
             log.debug("arena still referenced at exit; the OS unmaps it")
 
 
+def limit_malloc_arenas(n: int = 2) -> None:
+    """glibc gives every thread that mallocs an arena of its own (up to 8 per core); the origin
+    reader threads' short-lived chunk buffers then leave memory spread over many of them. Cap
+    them (M_ARENA_MAX), and keep large buffers out of the heap (M_MMAP_THRESHOLD), unless the
+    MALLOC_* environment says otherwise (bench/RESULTS.md, memory)."""
+    try:
+        libc = ctypes.CDLL(None)
+        if not os.environ.get("MALLOC_ARENA_MAX"):
+            libc.mallopt(-8, n)              # M_ARENA_MAX; not glibc: nothing to do
+        if not os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+            # Buffers of 128 KiB and more (origin chunks, transient blocks) are mapped and
+            # unmapped, not carved from the heap (glibc would raise this threshold to the
+            # largest block freed so far, and the heap would keep that memory).
+            libc.mallopt(-3, 128 * 1024)     # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def _run_loop(coro_factory) -> None:
     import uvloop
 
@@ -540,6 +562,7 @@ def serve(config: Config) -> int:
             flush=True,
         )
 
+    limit_malloc_arenas()
     Journal.reset(os.path.join(config.state_dir, "control.jsonl"))
     shutil.rmtree(os.path.join(config.state_dir, "metrics"), ignore_errors=True)
     if workers == 1:
@@ -556,6 +579,8 @@ def _supervise(config: Config, sock: socket.socket, workers: int) -> int:
     if workers > shm.MAX_WORKERS:
         raise RuntimeError(f"server.workers: at most {shm.MAX_WORKERS} workers share one cache "
                            f"(got {workers})")
+    _preload(config)
+    gc.freeze()        # what exists now is shared with every worker: keep the GC off its pages
     path = shared_path_for(config, sock.getsockname()[1])
     size = config.cache_size - config.cache_size % config.block_size
     region = shm.SharedCache.create(
@@ -571,6 +596,21 @@ def _supervise(config: Config, sock: socket.socket, workers: int) -> int:
                 os.unlink(f)
             except FileNotFoundError:
                 pass
+
+
+def _preload(config: Config) -> None:
+    """Import what every worker will import, once, before forking: the pages are then shared
+    by all workers (copy-on-write) instead of private to each (about -8 MiB PSS per worker)."""
+    import uvloop  # noqa: F401
+
+    import edge.server.protocol  # noqa: F401
+    from origin_clients import parse_origin_url
+
+    schemes = {parse_origin_url(o.url)[0] for _, o in config.all_origins()}
+    if schemes & {"http", "https", "s3"} or config.admin_listen is not None:
+        import aiohttp.web  # noqa: F401
+    if "s3" in schemes:
+        import origin_clients.s3  # noqa: F401
 
 
 def _run_workers(config: Config, sock: socket.socket, workers: int, region: Any, path: str) -> int:
