@@ -1127,8 +1127,8 @@ class Bench:
                   + ", sendfile, tcp_nopush), edge "
                   f"`--workers {a.workers} --cache-size {a.cache_size} --block-size 1MiB "
                   f"--arena-path anonymous`"
-                  + (f" (each worker a private arena of {a.cache_size}/{a.workers}: the shared "
-                     "arena is in progress)" if a.workers > 1 else "")
+                  + (f" (the {a.workers} workers share one arena of {a.cache_size})"
+                     if a.workers > 1 else "")
                   + (f", Varnish `-s malloc,{a.varnish_storage}` (default thread pools; VCL "
                      "`beresp.ttl = 1d`) in front of that nginx" if "varnish" in self.servers
                      else "")
@@ -1216,8 +1216,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="overall time limit in seconds (default: estimate x 1.5 + 180 + "
                         "--noise-budget)")
     p.add_argument("--cache-size", default=None,
-                   help="edge --cache-size (512MiB per worker: 512MiB, or 1GiB with --workers 2, "
-                        "since each worker has a private arena of cache-size/workers today)")
+                   help="edge --cache-size (512MiB, or 1GiB with --workers 2; the workers share "
+                        "one arena)")
     p.add_argument("--workers", type=int, default=1,
                    help="worker processes of each server (1). With N > 1: nginx "
                         "master_process on + N workers, edge --workers N, Varnish default "

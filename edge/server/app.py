@@ -598,6 +598,17 @@ def _supervise(config: Config, sock: socket.socket, workers: int) -> int:
                 pass
 
 
+def _die_with_parent(parent: int) -> None:
+    """A worker gets SIGTERM (a clean stop) when its supervisor dies, even by SIGKILL
+    (Linux PR_SET_PDEATHSIG), instead of serving on alone."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:         # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _preload(config: Config) -> None:
     """Import what every worker will import, once, before forking: the pages are then shared
     by all workers (copy-on-write) instead of private to each (about -8 MiB PSS per worker)."""
@@ -617,6 +628,8 @@ def _run_workers(config: Config, sock: socket.socket, workers: int, region: Any,
     children: dict[int, int] = {}
     stopping = False
 
+    supervisor = os.getpid()
+
     def spawn(i: int) -> None:
         pid = os.fork()
         if pid == 0:
@@ -624,6 +637,7 @@ def _run_workers(config: Config, sock: socket.socket, workers: int, region: Any,
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
+                _die_with_parent(supervisor)
                 region.close()          # the supervisor's handle; the worker attaches its own
                 _run_loop(lambda: run_worker(config, sock, worker=i, workers=workers, shared=path))
             except BaseException:

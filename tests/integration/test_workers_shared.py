@@ -179,3 +179,26 @@ def test_concurrent_downloads_larger_than_the_cache_and_a_worker_killed(edge_fac
     for name, data in files.items():                 # and it serves correct bytes afterwards
         assert get(e.port, f"/{name}") == data
     assert get(e.port, "/f1.bin", (3 * MiB - 7, 4 * MiB + 9)) == files["f1.bin"][3 * MiB - 7:4 * MiB + 9]
+
+
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path, origin, impl):
+    """SIGKILL of the supervisor (no chance to stop its workers): the workers get SIGTERM from
+    the kernel (PR_SET_PDEATHSIG) and stop, instead of serving on alone."""
+    from .conftest import start_edge
+
+    e, _ = start(lambda *a, **kw: start_edge(tmp_path, *a, **kw), origin, impl)
+    workers = children(e.proc.pid)
+    assert len(workers) == 2
+    os.kill(e.proc.pid, signal.SIGKILL)
+    e.proc.wait(10)
+    for leftover in Path("/dev/shm").glob(f"edge-{e.port}-{e.proc.pid}.shared*"):
+        leftover.unlink()              # a killed supervisor cannot remove its region
+
+    def gone(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return True
+        return state == "Z"            # exited; reaped by init in its own time
+
+    wait_until(lambda: all(gone(w) for w in workers), timeout=20, what="workers to stop")
