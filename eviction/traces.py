@@ -315,12 +315,38 @@ def read_access_log(f: Iterable[str], *, name: str = "<log>") -> Trace:
             raise TraceError(f"{name}:{lineno}: bad access log line: {exc}") from None
         if last < first or first < 0:
             continue
-        time.append(t)
-        obj.append(ids(k))
-        size.append(max(s, last + 1))
-        start.append(first)
-        end.append(last + 1)
+        o, sz = ids(k), max(s, last + 1)
+        for a, b in _parts(rec.get("range"), sz, first, last):
+            time.append(t)
+            obj.append(o)
+            size.append(sz)
+            start.append(a)
+            end.append(b + 1)
     return Trace.from_columns(time, obj, size, start, end, names=ids.names)
+
+
+def _parts(spec: object, size: int, first: int, last: int) -> list[tuple[int, int]]:
+    """The byte ranges (inclusive) a response sent: those of a multi-range ``Range`` header
+    (``bytes=a-b,c-d``) inside ``[first, last]``, else ``[first, last]`` itself (a
+    multipart body's span would count the bytes between its parts too)."""
+    if not isinstance(spec, str) or "," not in spec or not spec.startswith("bytes="):
+        return [(first, last)]
+    out = []
+    for part in spec[6:].split(","):
+        a_s, sep, b_s = part.strip().partition("-")
+        try:
+            if not sep:
+                raise ValueError(part)
+            if a_s:
+                a, b = int(a_s), (int(b_s) if b_s else size - 1)
+            else:
+                a, b = size - int(b_s), size - 1
+        except ValueError:
+            return [(first, last)]
+        a, b = max(a, first), min(b, last)
+        if a <= b:
+            out.append((a, b))
+    return out or [(first, last)]
 
 
 def access_log_lines(trace: Trace, *, status: int = 206) -> Iterator[str]:

@@ -333,8 +333,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def _done(self, req: Request | None, status: int, cache_status: bytes, nbytes: int,
               size: int | None = None, first: int | None = None, last: int | None = None,
-              origin_ms: float | None = None, started: float | None = None) -> None:
-        """Account one finished response: metrics, and the access log when it is on."""
+              origin_ms: float | None = None, started: float | None = None,
+              parts: list | None = None) -> None:
+        """Account one finished response: metrics, the live curve, and the access log when it
+        is on. ``parts``: the plan's body parts (a multipart body's ranges count one by one)."""
         app = self.app
         label = LABELS[cache_status]
         app.count(status, label, nbytes)
@@ -344,7 +346,13 @@ class HttpProtocol(asyncio.Protocol):
             t.bytes_sent += nbytes
         mrc = app.mrc
         if mrc is not None and last is not None and req is not None and size:
-            mrc.account(t.name if t is not None else "", req.key, first, last, size)  # type: ignore[arg-type]
+            tn = t.name if t is not None else ""
+            if parts is not None and len(parts) > 1:       # multipart: not the span between
+                for x in parts:
+                    if not isinstance(x, bytes):
+                        mrc.account(tn, req.key, x[0], x[1] - 1, size)
+            else:
+                mrc.account(tn, req.key, first, last, size)  # type: ignore[arg-type]
         if app.ledger is not None and req is not None:
             grant = self.grant
             app.ledger.record(time=time.time(), receipt=grant.receipt if grant else None,
@@ -461,7 +469,7 @@ class HttpProtocol(asyncio.Protocol):
         head = frame_head(p.status, p.headers, date=self.app.date, cache_status=HIT,
                           keep_alive=req.keep_alive, http_minor=req.http_minor)
         out.insert(0, head)
-        self._done(req, p.status, HIT, p.content_length, meta.size, *_span(p.parts))
+        self._done(req, p.status, HIT, p.content_length, meta.size, *_span(p.parts), parts=p.parts)
         self.transport.writelines(out)
         if self.transport.get_write_buffer_size():
             self.held.extend(pinned)
@@ -537,7 +545,7 @@ class HttpProtocol(asyncio.Protocol):
             """Account a response cut short: what got out before the cut."""
             if p is not None and meta is not None:
                 self._done(req, p.status, status, self.body_sent - self.undelivered, meta.size,
-                           *_span(p.parts), origin_ms=origin_ms, started=started)
+                           *_span(p.parts), origin_ms=origin_ms, started=started, parts=p.parts)
 
         try:
             assert self.tenant is not None      # routed by _handle_fast
@@ -588,7 +596,7 @@ class HttpProtocol(asyncio.Protocol):
                         await self._stream(storage, meta, part[0], part[1])
                 await self._drain()
                 self._done(req, p.status, status, p.content_length, meta.size, *_span(p.parts),
-                           origin_ms=origin_ms, started=started)
+                           origin_ms=origin_ms, started=started, parts=p.parts)
             else:
                 self._done(req, p.status, status, 0, meta.size, origin_ms=origin_ms, started=started)
             self._finish(req)

@@ -270,6 +270,13 @@ def test_live_miss_ratio_curve(admin_edge):
     assert call(aport, "/mrc", token=None)[0] == 401
     assert call(aport, "/mrc/reset", method="POST")[0] == 200
     assert json.loads(call(aport, "/mrc")[2])["block_accesses"] == 0
+    # a multipart response counts its ranges' blocks, not the span between them
+    req = urllib.request.Request(f"http://127.0.0.1:{e.port}/a/1.bin",
+                                 headers={"Range": "bytes=0-9,3145700-3145727"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 206 and r.headers["Content-Type"].startswith("multipart/byteranges")
+        r.read()
+    assert json.loads(call(aport, "/mrc")[2])["block_accesses"] == 2     # blocks 0 and 2, not 1
     conf.write_text(conf.read_text().replace("mrc_sample_rate = 1.0", 'mrc_sample_rate = "off"'))
     assert call(aport, "/reload", method="POST")[0] == 200
     status, _, body = call(aport, "/mrc")

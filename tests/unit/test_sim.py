@@ -200,6 +200,19 @@ def test_access_log_keeps_tenants_apart():
     assert t.names == ["acme\0k", "globex\0k", "k"] and t.obj.tolist() == [0, 1, 0, 2]
 
 
+def test_access_log_multi_range_counts_each_part():
+    lines = [{"time": 1, "key": "k", "size": 10_000, "first_byte": 100, "last_byte": 9_099,
+              "range": "bytes=100-199, 9000-9099"},
+             {"time": 2, "key": "k", "size": 10_000, "first_byte": 0, "last_byte": 9_999,
+              "range": "bytes=0-9, -5"},
+             {"time": 3, "key": "k", "size": 10_000, "first_byte": 0, "last_byte": 9,
+              "range": "bytes=junk,0-9"}]
+    t = traces.read_access_log(json.dumps(r) for r in lines)
+    assert list(zip(t.start.tolist(), t.end.tolist(), strict=True)) == [
+        (100, 200), (9000, 9100), (0, 10), (9995, 10_000), (0, 10)]
+    assert t.time.tolist() == [1, 1, 2, 2, 3]
+
+
 def test_access_log_lines_round_trip():
     t = synth.generate("zipf", 300, seed=5)
     back = traces.read_access_log(traces.access_log_lines(t))
