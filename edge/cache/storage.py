@@ -54,6 +54,24 @@ INDEX_MAGIC = b"EDGEIDX\x01"
 INDEX_VERSION = 2
 _RECORD = struct.Struct("<16sIQIQH")   # oid, block index, arena offset, length, xxh3-64, tenant no.
 NEGATIVE_TTL = 2.0         # seconds a "not found" is remembered
+META_MAX = 65536           # objects whose metadata is kept
+
+
+class FifoDict(dict):
+    """A dict of at most ``maxsize`` items that drops its oldest insertion beyond that.
+
+    For metadata that never expires: lookups are plain ``dict.get`` (no bookkeeping on the
+    hit path); an object pushed out is simply asked of the origin again.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if key not in self and len(self) >= self.maxsize:
+            del self[next(iter(self))]
+        super().__setitem__(key, value)
 
 
 async def _aclose(it: AsyncIterator[bytes]) -> None:
@@ -175,7 +193,10 @@ class Storage:
         self._index: dict[tuple, Block] = {}
         self._transient: dict[tuple, Block] = {}
         ttl = float("inf") if meta_ttl is None else meta_ttl
-        self._meta: cachetools.TTLCache = cachetools.TTLCache(65536, ttl, timer=clock)
+        # Immutable objects (no meta_ttl): a bounded plain dict, whose get() is the hit path's
+        # cheapest lookup; otherwise a TTLCache that forgets after meta_ttl.
+        self._meta: Any = (FifoDict(META_MAX) if meta_ttl is None
+                           else cachetools.TTLCache(META_MAX, ttl, timer=clock))
         self._missing: cachetools.TTLCache = cachetools.TTLCache(
             65536, min(NEGATIVE_TTL, ttl), timer=clock
         )

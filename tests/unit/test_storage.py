@@ -445,3 +445,26 @@ def test_tenants_share_one_arena_with_their_own_index_and_share(twin, tmp_path):
     tail = arena.chunk_size(arena.class_for(len(a_data) % BS))
     assert arena.stats()["used_bytes"] == (a_blocks - 1) * BS + tail     # b's chunks were freed
     arena.close()
+
+
+def test_immutable_metadata_is_a_bounded_plain_dict():
+    from edge.cache.storage import FifoDict
+
+    d = FifoDict(3)
+    for k in "abcd":
+        d[k] = k.upper()
+    assert list(d) == ["b", "c", "d"]          # the oldest went
+    d["c"] = "C2"                               # replacing is not inserting
+    assert list(d.items()) == [("b", "B"), ("c", "C2"), ("d", "D")]
+    d.pop("b")
+    d["e"] = "E"
+    assert len(d) == 3 and d.get("a") is None
+
+
+def test_metadata_ttl_chooses_the_cache(make):
+    st, _, _ = make({"k": DATA})
+    assert type(st._meta).__name__ == "TTLCache"               # meta_ttl 30 s by default here
+    st2, _, _ = make({"k": DATA}, meta_ttl=None)
+    assert type(st2._meta).__name__ == "FifoDict"
+    run(read_all(st2, "k"))
+    assert st2.meta_cached("k") is not None
