@@ -98,6 +98,9 @@ class CountingTransport:
     def get_write_buffer_size(self):
         return 0
 
+    def get_extra_info(self, name, default=None):
+        return default
+
     def is_closing(self):
         return self.closed
 
@@ -125,8 +128,8 @@ def served(tmp_path_factory):
     origin = FileOrigin(str(root))
 
     async def setup():
-        storage = Storage(arena, origin, block_size=1 << 20)
-        app = App(config, storage)
+        storage = Storage(arena, origin, block_size=1 << 20, meta_ttl=None)   # as the server's
+        app = App(config, {"": storage})
         for key in ("1k.bin", "64k.bin"):
             meta = await storage.meta(key, 0)
             b = storage.pin(meta, 0)
