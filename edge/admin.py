@@ -33,6 +33,7 @@ from aiohttp import web
 from edge import metrics
 
 if TYPE_CHECKING:
+    from edge.livemrc import LiveMRC
     from edge.server.app import App
 
 log = logging.getLogger("edge.admin")
@@ -227,18 +228,27 @@ async def get_blocks(request: web.Request) -> web.Response:
     return _json({"blocks": blocks})
 
 
-async def get_mrc(request: web.Request) -> web.Response:
+def _live_mrc(request: web.Request) -> tuple[App, LiveMRC] | web.Response:
+    """The app and its live curve, or the answer that refuses the call (auth, or off)."""
     if (refused := _authorized(request)) is not None:
         return refused
     app: App = request.app[APP_KEY]  # type: ignore[assignment]
     if app.mrc is None:
         return _error(404, "the live miss-ratio curve is off (cache.mrc_sample_rate)")
+    return app, app.mrc
+
+
+async def get_mrc(request: web.Request) -> web.Response:
+    got = _live_mrc(request)
+    if isinstance(got, web.Response):
+        return got
+    app, mrc = got
     fmt = request.query.get("format", "json")
     if fmt == "json":
-        return _json(app.mrc.report())
+        return _json(mrc.report())
     if fmt != "png":
         return _error(400, f"format: expected json or png, got {fmt!r}")
-    curve = app.mrc.curve()
+    curve = mrc.curve()
     marker = app.config.cache_size
 
     def render() -> bytes:
@@ -259,12 +269,10 @@ async def get_mrc(request: web.Request) -> web.Response:
 
 
 async def post_mrc_reset(request: web.Request) -> web.Response:
-    if (refused := _authorized(request)) is not None:
-        return refused
-    app: App = request.app[APP_KEY]  # type: ignore[assignment]
-    if app.mrc is None:
-        return _error(404, "the live miss-ratio curve is off (cache.mrc_sample_rate)")
-    app.mrc.reset()
+    got = _live_mrc(request)
+    if isinstance(got, web.Response):
+        return got
+    got[1].reset()
     return _json({"reset": True})
 
 

@@ -36,6 +36,17 @@ def call(port: int, path: str, *, method: str = "GET", token: str | None = TOKEN
         return e.code, dict(e.headers), e.read()
 
 
+def wait_admin(aport: int, timeout: float = 10) -> None:
+    """Until the admin API answers /healthz (it starts with worker 0)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if call(aport, "/healthz", token=None)[0] == 200:
+                return
+        except urllib.error.URLError:
+            time.sleep(0.1)
+
+
 def get(port: int, path: str) -> tuple[int, str, bytes]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
         return r.status, r.headers["Cache-Status"], r.read()

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from .conftest import make_files
-from .test_admin import TOKEN, call, free_port
+from .test_admin import TOKEN, call, free_port, wait_admin
 
 pytestmark = pytest.mark.integration
 
@@ -30,13 +30,7 @@ def start(edge_factory, origin, tmp_path, *args):
     aport = free_port()
     e = edge_factory(origin, "--cache-size", "16MiB", "--admin-listen", f"127.0.0.1:{aport}",
                      *args, config=str(conf), env_extra={"EDGE_ADMIN_TOKEN": TOKEN})
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if call(aport, "/healthz", token=None)[0] == 200:
-                break
-        except urllib.error.URLError:
-            time.sleep(0.1)
+    wait_admin(aport)
     return e, aport
 
 

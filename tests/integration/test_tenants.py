@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from edge import tokens
 
 from .conftest import make_files
-from .test_admin import TOKEN, call, free_port, metric
+from .test_admin import TOKEN, call, free_port, metric, wait_admin
 
 pytestmark = pytest.mark.integration
 MiB = 1 << 20
@@ -76,13 +75,7 @@ url = "{g_dir}"
     aport = free_port()
     e = edge_factory([], "--admin-listen", f"127.0.0.1:{aport}", config=str(conf),
                      env_extra={"EDGE_ADMIN_TOKEN": TOKEN})
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            if call(aport, "/healthz", token=None)[0] == 200:
-                break
-        except urllib.error.URLError:
-            time.sleep(0.1)
+    wait_admin(aport)
     return e, aport, a, g
 
 
