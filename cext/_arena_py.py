@@ -16,14 +16,11 @@ from operator import index as _index
 from types import TracebackType
 from typing import Any, Self, final
 
-_ALIGN = 64  # every chunk size is a multiple of this (and so every chunk start)
+from ._slab import class_sizes
+
 _FREE, _USED, _DEFERRED = 0, 1, 2  # chunk states
 _PIN_MAX = 0x7FFFFFFF  # pin counts are int32 in the Cython twin
 _NIL = -1  # end of a free list / no page
-
-
-def _round_up(n: int, align: int) -> int:
-    return (n + align - 1) // align * align
 
 
 @final
@@ -65,13 +62,7 @@ class Arena:
             raise ValueError(f"size / page_size must be < 2**31 pages (got {size // page_size})")
         growth = float(growth)
 
-        sizes = []
-        cs = _round_up(min_chunk, _ALIGN)
-        while cs <= page_size // 2:
-            sizes.append(cs)
-            # at least one step of _ALIGN: a growth close to 1 must still end
-            cs = max(cs + _ALIGN, _round_up(min(int(cs * growth), page_size), _ALIGN))
-        sizes.append(page_size)
+        sizes = class_sizes(page_size, min_chunk, growth)
 
         self._size = size
         self._page_size = page_size

@@ -20,6 +20,8 @@ from bisect import bisect_left
 from types import TracebackType
 from typing import Any, Self, final
 
+from ._slab import ALIGN, class_sizes, round_up
+
 MAGIC = 0x01_4D_48_53_45_47_44_45  # b"EDGESHM\x01" read as a little-endian uint64
 LAYOUT_VERSION = 1
 IMPL = 2  # this region is driven by the Python twin
@@ -45,7 +47,6 @@ HDR_SIZE = 1024
 SECTIONS = ("classes", "workers", "page_class", "page_used", "page_carved", "free_pages",
             "cword", "cstate", "index")
 
-_ALIGN = 64
 _NIL = -1
 _C_FREE, _C_USED = 0, 1
 _G_EMPTY, _G_TOMB = 0, 1
@@ -60,10 +61,6 @@ _CS, _CPP, _CHEAD, _CBUMP, _CPAGES, _CUSED = range(6)
 _libc = ctypes.CDLL(None, use_errno=True)
 _PTHREAD_PROCESS_SHARED = 1
 _PTHREAD_MUTEX_ROBUST = 1
-
-
-def _round_up(n: int, align: int) -> int:
-    return (n + align - 1) // align * align
 
 
 def _mix(z: int) -> int:
@@ -81,17 +78,6 @@ def _fsw(filled: int, state: int, owner: int) -> int:
     return filled | (state << 32) | (owner << 40)
 
 
-def class_sizes(page_size: int, min_chunk: int, growth: float) -> list[int]:
-    """Chunk sizes of the slab classes (the same rule as cext/arena.pyx)."""
-    sizes = []
-    cs = _round_up(min_chunk, _ALIGN)
-    while cs <= page_size // 2:
-        sizes.append(cs)
-        cs = max(cs + _ALIGN, _round_up(min(int(cs * growth), page_size), _ALIGN))
-    sizes.append(page_size)
-    return sizes
-
-
 def layout(arena_size: int, page_size: int, sizes: list[int], max_workers: int,
            index_capacity: int) -> dict[str, int]:
     """Byte offsets of the control sections and the control file size (both twins agree)."""
@@ -105,8 +91,8 @@ def layout(arena_size: int, page_size: int, sizes: list[int], max_workers: int,
                          ("page_carved", 4 * npages), ("free_pages", 4 * npages),
                          ("cword", 8 * nslots), ("cstate", nslots), ("index", 64 * index_capacity)):
         lay[name] = pos
-        pos = _round_up(pos + nbytes, _ALIGN)
-    lay["ctl_size"] = _round_up(pos, 4096)
+        pos = round_up(pos + nbytes, ALIGN)
+    lay["ctl_size"] = round_up(pos, 4096)
     return lay
 
 

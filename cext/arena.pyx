@@ -26,8 +26,9 @@ import fcntl
 import mmap
 import os
 
+from cext._slab import class_sizes
+
 cdef enum:
-    ALIGN = 64            # every chunk size is a multiple of this (and so every chunk start)
     NIL = -1              # end of a free list / no page
     PIN_MAX = 0x7FFFFFFF  # pin counts are int32
 
@@ -56,10 +57,6 @@ cdef str _not_used(Py_ssize_t off, int state):
     if state == DEFERRED:
         return f"chunk at offset {off} is already freed (deferred until unpinned)"
     return f"offset {off} is not allocated (double free?)"
-
-
-cdef Py_ssize_t _round_up(Py_ssize_t n, Py_ssize_t align):
-    return (n + align - 1) // align * align
 
 
 cdef void* _calloc(Py_ssize_t n, size_t item) except NULL:
@@ -105,13 +102,7 @@ cdef class Arena:
             raise ValueError(f"size / page_size must be < 2**31 pages (got {size // page_size})")
         growth = float(growth)
 
-        sizes = []
-        size_py = _round_up(min_chunk, ALIGN)
-        while size_py <= page_size // 2:
-            sizes.append(size_py)
-            # at least one step of ALIGN: a growth close to 1 must still end
-            size_py = max(size_py + ALIGN, _round_up(min(int(size_py * growth), page_size), ALIGN))
-        sizes.append(page_size)
+        sizes = class_sizes(page_size, min_chunk, growth)
 
         self._size = size
         self._page_size = page_size

@@ -75,6 +75,8 @@ import mmap
 import os
 import socket
 
+from cext._slab import ALIGN, class_sizes, round_up  # class_sizes: also this module's API
+
 cdef extern from "includes/shm_atomics.h" nogil:
     uint64_t shm_load_acq(const uint64_t* p)
     uint64_t shm_load_rlx(const uint64_t* p)
@@ -107,7 +109,6 @@ COUNTERS = ("alloc_failures", "index_full", "lock_recoveries", "worker_recoverie
             "swept", "removed")
 
 cdef enum:
-    ALIGN = 64
     NIL = -1
     C_FREE = 0            # chunk state: free (listed, or not carved yet)
     C_USED = 1            # allocated: indexed, or DEFERRED until its last unpin
@@ -157,21 +158,6 @@ cdef inline uint64_t _fsw(uint64_t filled, uint64_t state, uint64_t owner) noexc
     return filled | (state << 32) | (owner << 40)
 
 
-def _round_up(n, align):
-    return (n + align - 1) // align * align
-
-
-def class_sizes(page_size, min_chunk, growth):
-    """Chunk sizes of the slab classes (the same rule as cext/arena.pyx)."""
-    sizes = []
-    cs = _round_up(min_chunk, ALIGN)
-    while cs <= page_size // 2:
-        sizes.append(cs)
-        cs = max(cs + ALIGN, _round_up(min(int(cs * growth), page_size), ALIGN))
-    sizes.append(page_size)
-    return sizes
-
-
 def layout(arena_size, page_size, sizes, max_workers, index_capacity):
     """Byte offsets of the control sections and the control file size (both twins agree)."""
     npages = arena_size // page_size
@@ -184,8 +170,8 @@ def layout(arena_size, page_size, sizes, max_workers, index_capacity):
                          ("page_carved", 4 * npages), ("free_pages", 4 * npages),
                          ("cword", 8 * nslots), ("cstate", nslots), ("index", 64 * index_capacity)):
         lay[name] = pos
-        pos = _round_up(pos + nbytes, ALIGN)
-    lay["ctl_size"] = _round_up(pos, 4096)
+        pos = round_up(pos + nbytes, ALIGN)
+    lay["ctl_size"] = round_up(pos, 4096)
     return lay
 
 

@@ -268,6 +268,14 @@ cdef inline void push_tail(int64_t* prev, int64_t* next, int64_t head, int64_t i
     prev[head] = i
 
 
+cdef void* _grown(void* p, size_t nbytes) except NULL:
+    """``p`` reallocated to ``nbytes`` (MemoryError, and ``p`` left as it was, if that fails)."""
+    cdef void* q = PyMem_Realloc(p, nbytes)
+    if q == NULL:
+        raise MemoryError()
+    return q
+
+
 cdef class WTinyLFU:
     """Window TinyLFU over byte weights (see the module docstring)."""
 
@@ -363,30 +371,12 @@ cdef class WTinyLFU:
         cdef int64_t old = self.nslots
         cdef int64_t n = 64 if old == 0 else 2 * old
         cdef int64_t i
-        prev = <int64_t*>PyMem_Realloc(self.prev, n * sizeof(int64_t))
-        if prev == NULL:
-            raise MemoryError()
-        self.prev = prev
-        nxt = <int64_t*>PyMem_Realloc(self.next, n * sizeof(int64_t))
-        if nxt == NULL:
-            raise MemoryError()
-        self.next = nxt
-        w = <int64_t*>PyMem_Realloc(self.weight, n * sizeof(int64_t))
-        if w == NULL:
-            raise MemoryError()
-        self.weight = w
-        hs = <uint64_t*>PyMem_Realloc(self.hashes, n * sizeof(uint64_t))
-        if hs == NULL:
-            raise MemoryError()
-        self.hashes = hs
-        st = <int64_t*>PyMem_Realloc(self.stamp, n * sizeof(int64_t))
-        if st == NULL:
-            raise MemoryError()
-        self.stamp = st
-        sg = <uint8_t*>PyMem_Realloc(self.seg, n * sizeof(uint8_t))
-        if sg == NULL:
-            raise MemoryError()
-        self.seg = sg
+        self.prev = <int64_t*>_grown(self.prev, n * sizeof(int64_t))
+        self.next = <int64_t*>_grown(self.next, n * sizeof(int64_t))
+        self.weight = <int64_t*>_grown(self.weight, n * sizeof(int64_t))
+        self.hashes = <uint64_t*>_grown(self.hashes, n * sizeof(uint64_t))
+        self.stamp = <int64_t*>_grown(self.stamp, n * sizeof(int64_t))
+        self.seg = <uint8_t*>_grown(self.seg, n * sizeof(uint8_t))
         self.keys.extend([None] * (n - old))
         cdef int64_t first = old if old else NLISTS
         for i in range(first, n):       # chain the new slots onto the free list, lowest first

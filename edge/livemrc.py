@@ -28,19 +28,11 @@ from typing import Any
 
 import xxhash
 
-from eviction.shards import GOLDEN, SAMPLE_BITS, ShardsMRC
+from eviction.shards import SAMPLE_BITS, ShardsMRC, block_hash_of, threshold
 
-M64 = 0xFFFFFFFFFFFFFFFF
 BATCH = 4096                # queued sampled block accesses replayed at once
 MEMO_MAX = 1 << 16          # objects whose hash (and block-0 decision) is remembered
 FACTORS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16)
-
-
-def mix64(z: int) -> int:
-    """splitmix64's finaliser, as ``eviction.mrc._mix64``."""
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-    return z ^ (z >> 31)
 
 
 class LiveMRC:
@@ -48,13 +40,11 @@ class LiveMRC:
 
     def __init__(self, policy: str, cache_size: int, block_size: int, rate: float, *,
                  clock: Callable[[], float] = time.time) -> None:
-        if not 0 < rate <= 1:
-            raise ValueError(f"sample rate must be in (0, 1], got {rate}")
+        self.limit = threshold(rate)             # ValueError unless 0 < rate <= 1
         self.policy = policy
         self.cache_size = cache_size
         self.block_size = block_size
         self.rate = rate
-        self.limit = int(round(rate * (1 << SAMPLE_BITS)))
         self.sizes = sorted({max(block_size, int(cache_size * f) // block_size * block_size)
                              for f in FACTORS})
         self.clock = clock
@@ -73,7 +63,7 @@ class LiveMRC:
     def _hash(self, tenant: str, key: str) -> tuple[int, bool]:
         name = f"{tenant}\0{key}" if tenant else key
         kh = xxhash.xxh64_intdigest(name.encode("utf-8", "surrogateescape"))
-        got = (kh, (mix64(kh) >> (64 - SAMPLE_BITS)) < self.limit)
+        got = (kh, (block_hash_of(kh, 0) >> (64 - SAMPLE_BITS)) < self.limit)
         if len(self._memo) >= MEMO_MAX:
             self._memo.clear()
         self._memo[(tenant, key)] = got
@@ -94,7 +84,7 @@ class LiveMRC:
             return
         limit, shift = self.limit, 64 - SAMPLE_BITS
         for idx in range(i0, i1 + 1):
-            if (mix64((kh + idx * GOLDEN) & M64) >> shift) < limit:
+            if (block_hash_of(kh, idx) >> shift) < limit:
                 self._queue(tenant, key, idx, min(bs, size - idx * bs))
 
     def _queue(self, tenant: str, key: str, idx: int, weight: int) -> None:

@@ -11,7 +11,7 @@ returns the key admitted last: storage calls it to make room for that very key.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import ClassVar
 
 MAX_SKIPS = 8
@@ -19,6 +19,32 @@ MAX_SKIPS = 8
 
 NOTHING: object = object()
 """A sentinel equal to no key."""
+
+
+def select_victims(candidates: Iterable[tuple[Hashable, int]], need: int, exclude: object,
+                   evictable: Callable[[Hashable], bool]) -> tuple[list[Hashable], list[Hashable], int]:
+    """Walk ``candidates`` ((key, weight), best victim first), taking evictable keys other than
+    ``exclude`` until they weigh ``need``, and giving up after ``MAX_SKIPS`` pinned keys in a
+    row. Returns (victims, pinned keys met, bytes still needed): the caller moves the pinned
+    keys out of the way of the next walk."""
+    victims: list[Hashable] = []
+    pinned: list[Hashable] = []
+    skips = 0
+    for k, w in candidates:
+        if k == exclude:
+            continue
+        if evictable(k):
+            victims.append(k)
+            skips = 0
+            need -= w
+            if need <= 0:
+                break
+        else:
+            pinned.append(k)
+            skips += 1
+            if skips >= MAX_SKIPS:
+                break
+    return victims, pinned, need
 
 
 def always_evictable(key: Hashable) -> bool:

@@ -14,9 +14,9 @@ shift: the weakness TinyLFU's aging sketch fixes.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 
-from .base import MAX_SKIPS, Policy, check_weight
+from .base import Policy, check_weight, select_victims
 
 
 class _Bucket:
@@ -114,6 +114,14 @@ class LFU(Policy):
             self.remove(v)
         return victims
 
+    def _by_frequency(self) -> Iterator[tuple[Hashable, int]]:
+        """Every (key, weight), lowest frequency first, LRU first within a frequency."""
+        head = self._head
+        b = head.next
+        while b is not head:
+            yield from b.keys.items()
+            b = b.next
+
     def _select(
         self, need: int, exclude: object, *, partial: bool = False
     ) -> list[Hashable] | None:
@@ -121,30 +129,9 @@ class LFU(Policy):
 
         Pinned keys met on the way are moved to the tail of their bucket after the walk.
         """
-        evictable = self._evictable
-        victims: list[Hashable] = []
-        pinned: list[tuple[_Bucket, Hashable]] = []
-        skips = 0
-        head = self._head
-        b = head.next
-        while b is not head and need > 0 and skips < MAX_SKIPS:
-            for k, w in b.keys.items():
-                if k == exclude:
-                    continue
-                if evictable(k):
-                    victims.append(k)
-                    skips = 0
-                    need -= w
-                    if need <= 0:
-                        break
-                else:
-                    pinned.append((b, k))
-                    skips += 1
-                    if skips >= MAX_SKIPS:
-                        break
-            b = b.next
-        for pb, k in pinned:
-            pb.keys.move_to_end(k)
+        victims, pinned, need = select_victims(self._by_frequency(), need, exclude, self._evictable)
+        for k in pinned:
+            self._where[k].keys.move_to_end(k)
         if need > 0 and not partial:
             return None
         return victims

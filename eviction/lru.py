@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
-from .base import MAX_SKIPS, NOTHING, Policy, check_weight
+from .base import NOTHING, Policy, check_weight, select_victims
 
 
 class LRU(Policy):
@@ -72,24 +72,7 @@ class LRU(Policy):
 
         Pinned keys met on the way are moved to the MRU end after the walk.
         """
-        evictable = self._evictable
-        victims: list[Hashable] = []
-        pinned: list[Hashable] = []
-        skips = 0
-        for k, w in self._data.items():
-            if k == exclude:
-                continue
-            if evictable(k):
-                victims.append(k)
-                skips = 0
-                need -= w
-                if need <= 0:
-                    break
-            else:
-                pinned.append(k)
-                skips += 1
-                if skips >= MAX_SKIPS:
-                    break
+        victims, pinned, need = select_victims(self._data.items(), need, exclude, self._evictable)
         for k in pinned:
             self._data.move_to_end(k)
         if need > 0 and not partial:

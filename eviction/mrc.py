@@ -27,7 +27,17 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
-from .shards import DAY, GOLDEN, MIN_BLOCKS, MIN_SAMPLED_ACCESSES, SAMPLE_BITS, Point, ShardsMRC, threshold
+from .shards import (
+    DAY,
+    GOLDEN,
+    MIN_BLOCKS,
+    MIN_SAMPLED_ACCESSES,
+    SAMPLE_BITS,
+    Point,
+    ShardsMRC,
+    block_hash_of,
+    threshold,
+)
 from .traces import BlockTrace, Trace
 
 __all__ = ["DAY", "GOLDEN", "MIN_BLOCKS", "MIN_SAMPLED_ACCESSES", "SAMPLE_BITS", "Curve", "Point",
@@ -48,8 +58,7 @@ def _mix64(z: np.ndarray) -> np.ndarray:
 
 def block_hash(key: str, index: int) -> int:
     """The sampling hash of block ``index`` of object ``key`` (what the server would use)."""
-    z = np.asarray([(key_hash(key) + index * GOLDEN) & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
-    return int(_mix64(z)[0])
+    return block_hash_of(key_hash(key), index)
 
 
 def block_hashes(trace: Trace, bt: BlockTrace) -> np.ndarray:

@@ -22,6 +22,21 @@ MIN_BLOCKS = 32
 DAY = 86400.0
 
 
+M64 = 0xFFFFFFFFFFFFFFFF
+
+
+def mix64(z: int) -> int:
+    """splitmix64's finaliser on one 64-bit int (``eviction.mrc`` has the numpy version)."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def block_hash_of(key_hash: int, index: int) -> int:
+    """The sampling hash of block ``index`` of the object whose key hashes to ``key_hash``."""
+    return mix64((key_hash + index * GOLDEN) & M64)
+
+
 def threshold(rate: float) -> int:
     """Hashes whose top ``SAMPLE_BITS`` bits are below this are sampled."""
     if not 0 < rate <= 1:

@@ -136,31 +136,38 @@ class FileOrigin(Origin):
         path = self._path(key)
         try:
             st = os.stat(path)
-        except FileNotFoundError:
-            raise NotFound(self.name, f"no object {key!r}") from None
-        except NotADirectoryError:
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFound(self.name, f"no object {key!r}") from None
         except OSError as exc:
             raise OriginError(self.name, f"stat {key!r}: {exc.strerror}") from None
+        return self._info(key, st)
+
+    def _info(self, key: str, st: os.stat_result) -> ObjectInfo:
         if not statmod.S_ISREG(st.st_mode):
             raise NotFound(self.name, f"no object {key!r} (not a regular file)")
         return ObjectInfo(size=st.st_size, etag=_etag(st), last_modified=int(st.st_mtime))
+
+    def _open_file(self, key: str, missing: type[OriginError]) -> _Fd:
+        """Open the file of ``key``; ``missing`` is raised if it is not there (NotFound for a
+        new lookup, ValidatorMismatch for a version known to exist a moment ago)."""
+        path = self._path(key)
+        try:
+            return _Fd(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        except (FileNotFoundError, NotADirectoryError):
+            raise missing(self.name, f"{key!r} disappeared" if missing is ValidatorMismatch
+                          else f"no object {key!r}") from None
+        except OSError as exc:
+            raise OriginError(self.name, f"open {key!r}: {exc.strerror}") from None
 
     async def stat(self, key: str) -> ObjectInfo:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._stat, key)
 
     def _open(self, key: str, info: ObjectInfo) -> _Fd:
-        path = self._path(key)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise ValidatorMismatch(self.name, f"{key!r} disappeared") from None
-        except OSError as exc:
-            raise OriginError(self.name, f"open {key!r}: {exc.strerror}") from None
-        if _etag(os.fstat(fd)) != info.etag:
-            os.close(fd)
+        fd = self._open_file(key, ValidatorMismatch)
+        if _etag(os.fstat(fd.fd)) != info.etag:
+            fd.close()
             raise ValidatorMismatch(self.name, f"{key!r} changed (If-Match {info.etag.decode()} failed)")
-        return _Fd(fd)
+        return fd
 
     def _open_read(self, key: str, info: ObjectInfo, n: int, off: int) -> tuple[_Fd, bytes]:
         """In a pool thread: open (checking the validator) and read the first chunk."""
@@ -182,20 +189,9 @@ class FileOrigin(Origin):
 
     def _open_stat_first(self, key: str, start: int, end: int) -> tuple[_Fd, ObjectInfo, bytes, int, int]:
         """In a pool thread: resolve, open, fstat and read the first chunk (one hop, not four)."""
-        path = self._path(key)
+        fd = self._open_file(key, NotFound)
         try:
-            fd = _Fd(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound(self.name, f"no object {key!r}") from None
-        except IsADirectoryError:
-            raise NotFound(self.name, f"no object {key!r} (not a regular file)") from None
-        except OSError as exc:
-            raise OriginError(self.name, f"open {key!r}: {exc.strerror}") from None
-        try:
-            st = os.fstat(fd.fd)
-            if not statmod.S_ISREG(st.st_mode):
-                raise NotFound(self.name, f"no object {key!r} (not a regular file)")
-            info = ObjectInfo(size=st.st_size, etag=_etag(st), last_modified=int(st.st_mtime))
+            info = self._info(key, os.fstat(fd.fd))
             a, b = min(start, info.size), min(end, info.size)
             first = self._pread(fd, min(READ_CHUNK, b - a), a) if b > a else b""
         except BaseException:
@@ -208,11 +204,7 @@ class FileOrigin(Origin):
         miss of a small object costs one trip to the pool's threads, not four."""
         got, info, first, a, b = await asyncio.get_running_loop().run_in_executor(
             self._pool, self._open_stat_first, key, start, end)
-        return info, self._chunks(got.take(), key, info, a, b, first)
-
-    def _chunks(self, fd: _Fd, key: str, info: ObjectInfo, start: int, end: int,
-                first: bytes | None) -> _Chunks:
-        return _Chunks(self, fd, key, info, start, end, first)
+        return info, _Chunks(self, got.take(), key, info, a, b, first)
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

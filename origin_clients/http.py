@@ -273,24 +273,8 @@ class HTTPOrigin(Origin):
                 if resp.status == 206:
                     self._check_read(resp, key, info, start, stop)
                 yield info
-                pos = start
-                async for chunk in resp.content.iter_chunked(READ_CHUNK):
-                    if pos + len(chunk) > stop:
-                        if resp.status == 200:      # the whole object: keep what we asked for
-                            chunk = chunk[: stop - pos]
-                            pos += len(chunk)
-                            if chunk:
-                                yield chunk
-                            resp.close()            # do not reuse a connection mid-body
-                            break
-                        raise OriginError(self.name, f"GET {key!r} bytes {start}-{stop - 1}: "
-                                                     "over-long body")
-                    pos += len(chunk)
+                async for chunk in self._body(resp, key, start, stop, trim=resp.status == 200):
                     yield chunk
-                    chunk = b""     # hold no chunk while the next one arrives
-                if pos != stop:
-                    raise OriginError(self.name, f"GET {key!r} bytes {start}-{stop - 1}: short body, "
-                                                 f"{pos - start} of {stop - start} bytes")
         if fallback:
             info = await self.stat(key)
             yield info
@@ -370,15 +354,32 @@ class HTTPOrigin(Origin):
             if resp.status not in (200, 206):
                 raise await self._error(resp, "GET", key)
             self._check_read(resp, key, info, start, end)
-            pos = start
-            async for chunk in resp.content.iter_chunked(READ_CHUNK):
-                if pos + len(chunk) > end:
-                    raise OriginError(self.name, f"GET {key!r} bytes {start}-{end - 1}: "
-                                                 f"over-long body (more than {end - start} bytes)")
-                pos += len(chunk)
+            async for chunk in self._body(resp, key, start, end, trim=False):
                 yield chunk
-                chunk = b""         # hold no chunk while the next one arrives
-            if pos != end:
-                raise OriginError(self.name, f"GET {key!r} bytes {start}-{end - 1}: short body, "
-                                             f"{pos - start} of {end - start} bytes")
+
+    async def _body(self, resp: aiohttp.ClientResponse, key: str, start: int, stop: int, *,
+                    trim: bool) -> AsyncIterator[bytes]:
+        """Exactly the bytes ``[start, stop)`` of ``resp``'s body (which starts at ``start``).
+
+        A body longer than that is an error, unless ``trim`` (a 200 with the whole object when
+        a prefix was asked for): then the rest is dropped with the connection. Shorter is an error.
+        """
+        pos = start
+        async for chunk in resp.content.iter_chunked(READ_CHUNK):
+            if pos + len(chunk) > stop:
+                if not trim:
+                    raise OriginError(self.name, f"GET {key!r} bytes {start}-{stop - 1}: "
+                                                 f"over-long body (more than {stop - start} bytes)")
+                chunk = chunk[: stop - pos]
+                pos += len(chunk)
+                if chunk:
+                    yield chunk
+                resp.close()            # do not reuse a connection mid-body
+                break
+            pos += len(chunk)
+            yield chunk
+            chunk = b""                 # hold no chunk while the next one arrives
+        if pos != stop:
+            raise OriginError(self.name, f"GET {key!r} bytes {start}-{stop - 1}: short body, "
+                                         f"{pos - start} of {stop - start} bytes")
 

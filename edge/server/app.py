@@ -129,20 +129,16 @@ def make_storages(config: Config, arena: Any) -> dict[str, Storage]:
     Over a SharedArena (workers > 1) they are SharedStorages and the shares are of the whole
     shared arena (each worker's policy ranks the blocks it sees against all of it)."""
     cls = SharedStorage if isinstance(arena, SharedArena) else Storage
-    shares = config.tenant_capacities()
-    total = sum(shares.values())
+    shares = config.tenant_capacities()      # whole blocks, summing to at most cache.size
     storages: dict[str, Storage] = {}
     first: Storage | None = None
     for spec in tenant_specs(config):
-        pool = make_pool(spec.origins, config.pool)
-        capacity = max(2 * config.block_size,
-                       (shares[spec.name] * arena.size // total) // config.block_size * config.block_size)
-        st = cls(arena, pool, block_size=config.block_size, policy=config.eviction,
-                     meta_ttl=config.revalidate_after or None,
-                     max_fills=max(1, config.max_fills // config.workers),   # the machine's, too
-                     # the machine's bound, split between the workers
-                     max_transient=max(1, config.uncached_memory // config.block_size // config.workers),
-                     capacity=capacity, shared_with=first, name=spec.name)
+        st = cls(arena, make_pool(spec.origins, config.pool), block_size=config.block_size,
+                 policy=config.eviction, meta_ttl=config.revalidate_after or None,
+                 # machine-wide bounds, split between the workers
+                 max_fills=max(1, config.max_fills // config.workers),
+                 max_transient=max(1, config.uncached_memory // config.block_size // config.workers),
+                 capacity=shares[spec.name], shared_with=first, name=spec.name)
         first = first or st
         storages[spec.name] = st
     return storages
@@ -297,12 +293,11 @@ class App:
             restart.append("tenants")       # which tenants exist and their shares of the arena
         applied = []
         if "tenants" not in restart:
-            old_specs = {t.name: t for t in tenant_specs(old)}
-            swapped = [t.name for t in tenant_specs(new)
-                       if t.origins != old_specs[t.name].origins or new.pool != old.pool]
-            for name in swapped:
-                self._swap_origins(self.storages[name], {t.name: t for t in tenant_specs(new)}[name]
-                                   .origins, new.pool)
+            old_origins = {t.name: t.origins for t in tenant_specs(old)}
+            swapped = [t for t in tenant_specs(new)
+                       if t.origins != old_origins[t.name] or new.pool != old.pool]
+            for t in swapped:
+                self._swap_origins(self.storages[t.name], t.origins, new.pool)
             if swapped:
                 applied.append("origins")
             if (new.auth_secret != old.auth_secret or new.tenants != old.tenants):

@@ -445,39 +445,50 @@ class HttpProtocol(asyncio.Protocol):
             return True
         if p.content_length > FAST_PATH_MAX:
             return False
-        bs = storage.block_size
-        out: list = []
+        out: list = [b""]           # the head goes first, once every block is pinned
         pinned: list[Block] = []
         for part in p.parts:
             if isinstance(part, bytes):
                 out.append(part)
-                continue
-            start, end = part
-            pos = start
-            while pos < end:
-                idx = pos // bs
-                b = storage.pin_ready(meta, idx)
-                if b is None:
-                    for x in pinned:
-                        storage.release(x)
-                    return False
-                pinned.append(b)
-                base = idx * bs
-                stop = min(end, base + b.length)
-                out.append(storage.view(b, pos - base, stop - base))
-                pos = stop
-        head = frame_head(p.status, p.headers, date=self.app.date, cache_status=HIT,
-                          keep_alive=req.keep_alive, http_minor=req.http_minor)
-        out.insert(0, head)
+            elif not self._pin_views(storage, meta, part[0], part[1], out, pinned):
+                return False
+        out[0] = frame_head(p.status, p.headers, date=self.app.date, cache_status=HIT,
+                            keep_alive=req.keep_alive, http_minor=req.http_minor)
         self._done(req, p.status, HIT, p.content_length, meta.size, *_span(p.parts), parts=p.parts)
+        self._write_pinned(storage, out, pinned)
+        self._finish(req)
+        return True
+
+    @staticmethod
+    def _pin_views(storage: Storage, meta: ObjectMeta, start: int, end: int, out: list,
+                   pinned: list[Block]) -> bool:
+        """Append to ``out`` views of object bytes ``[start, end)`` from ready blocks, pinned
+        into ``pinned``. False if a block is not ready: then every pin taken so far (all of
+        ``pinned``) is released and the request takes the general path."""
+        bs = storage.block_size
+        pos = start
+        while pos < end:
+            idx = pos // bs
+            b = storage.pin_ready(meta, idx)
+            if b is None:
+                for x in pinned:
+                    storage.release(x)
+                return False
+            pinned.append(b)
+            base = idx * bs
+            stop = min(end, base + b.length)
+            out.append(storage.view(b, pos - base, stop - base))
+            pos = stop
+        return True
+
+    def _write_pinned(self, storage: Storage, out: list, pinned: list[Block]) -> None:
+        """Write ``out``; its pins are released once the kernel holds the bytes."""
         self.transport.writelines(out)
         if self.transport.get_write_buffer_size():
             self.held.extend(pinned)
         else:
             for x in pinned:
                 storage.release(x)
-        self._finish(req)
-        return True
 
     def _handle_plain(self, req: Request, meta: ObjectMeta, tenant: Tenant) -> bool:
         """The 200 of a hit without Range or preconditions: the whole object, cached head."""
@@ -491,43 +502,21 @@ class HttpProtocol(asyncio.Protocol):
         if size > FAST_PATH_MAX:
             return False
         storage = tenant.storage
-        bs = storage.block_size
-        if size <= bs:
-            b = storage.pin_ready(meta, 0)
+        if size <= SMALL_COPY:      # within block 0 (blocks are >= 64 KiB): one copied buffer,
+            b = storage.pin_ready(meta, 0)      # cheaper than a writev of two; pin gone at once
             if b is None:
                 return False
             self._done(req, 200, HIT, size, size, 0, size - 1)
-            if size <= SMALL_COPY:      # one buffer: cheaper than a writev of two, pin gone now
-                self.transport.write(head + storage.view(b, 0, size))
-                storage.release(b)
-            else:
-                self.transport.writelines((head, storage.view(b, 0, size)))
-                if self.transport.get_write_buffer_size():
-                    self.held.append(b)
-                else:
-                    storage.release(b)
+            self.transport.write(head + storage.view(b, 0, size))
+            storage.release(b)
             self._finish(req)
             return True
         out: list = [head]
         pinned: list[Block] = []
-        pos = 0
-        while pos < size:
-            idx = pos // bs
-            b = storage.pin_ready(meta, idx)
-            if b is None:
-                for x in pinned:
-                    storage.release(x)
-                return False
-            pinned.append(b)
-            out.append(storage.view(b, 0, b.length))
-            pos += b.length
+        if not self._pin_views(storage, meta, 0, size, out, pinned):
+            return False
         self._done(req, 200, HIT, size, size, 0, size - 1)
-        self.transport.writelines(out)
-        if self.transport.get_write_buffer_size():
-            self.held.extend(pinned)
-        else:
-            for x in pinned:
-                storage.release(x)
+        self._write_pinned(storage, out, pinned)
         self._finish(req)
         return True
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from edge.livemrc import GOLDEN, M64, LiveMRC, mix64
+from edge.livemrc import LiveMRC
 from eviction import mrc, sim, synth
+from eviction.shards import GOLDEN, M64, mix64
 from eviction.traces import to_blocks
 
 MiB = 1 << 20
