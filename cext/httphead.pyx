@@ -4,8 +4,12 @@
 Same contract and same answers as the pure twin cext/_httphead_py.py (read its docstring);
 tests/unit/test_httphead.py holds both to each other on generated and hand-made heads.
 The request hot path calls it once per head (edge/http/request.py, ``_feed_simple``).
+
+``HitLane`` (compiled only) answers plain cache hits straight from a connection's bytes,
+without building a Request: see its docstring and edge/server/protocol.py.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeASCII
 
 from cext._httphead_py import CONNECTION, KINDS, LIST, SINGLE, SINGLETONS
 
@@ -84,10 +88,9 @@ cdef int _connection(const unsigned char* p, Py_ssize_t n) noexcept:
     return out
 
 
-cdef bint _valid_host(bytes host) noexcept:
+cdef bint _valid_host(const unsigned char* p, Py_ssize_t n) noexcept:
     """``uri-host [":" port]`` as HOST in the twin: an IP-literal or a reg-name, then digits."""
-    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(host)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(host), i = 0
+    cdef Py_ssize_t i = 0
     if n and p[0] == 91:                                               # "["
         i = 1
         while i < n and IPLIT[p[i]]:
@@ -220,7 +223,244 @@ def scan(bytes data, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t max_url_length,
     host = fields.get(b"host")
     key = None
     if (duplicate is None and host is not None and _plain_target(s + t0, len(target))
-            and _valid_host(host)):
+            and _valid_host(<const unsigned char*>PyBytes_AS_STRING(host),
+                        PyBytes_GET_SIZE(host))):
         key = target[1:].decode("ascii")
     return (method, target, minor, headers, fields, duplicate,
             not (conn & 1) and ((conn & 2) != 0 or minor == 1), key)
+
+
+# -- the hit lane -----------------------------------------------------------------------------
+
+cdef enum:
+    F_OTHER = 0         # a field the plain hit does not read
+    F_HOST = 1
+    F_CONNECTION = 2
+    F_DECLINE = 3       # a field that changes the answer or the framing: the general path
+
+
+cdef int _lane_field(const unsigned char* p, Py_ssize_t n) noexcept:
+    """How the hit lane treats a field name (any case): every name of KINDS but Host and
+    Connection, and Upgrade, make it decline (tests/unit/test_hitlane.py holds it to KINDS)."""
+    cdef unsigned char c = _lower(p[0])
+    if n == 4:
+        return F_HOST if _same_ci(p, n, b"host") else F_OTHER
+    if c == 99:                                                            # "c"
+        if n == 10 and _same_ci(p, n, b"connection"):
+            return F_CONNECTION
+        if n == 14 and _same_ci(p, n, b"content-length"):
+            return F_DECLINE
+    elif c == 105:                                                         # "i"
+        if ((n == 8 and (_same_ci(p, n, b"if-range") or _same_ci(p, n, b"if-match")))
+                or (n == 13 and _same_ci(p, n, b"if-none-match"))
+                or (n == 17 and _same_ci(p, n, b"if-modified-since"))
+                or (n == 19 and _same_ci(p, n, b"if-unmodified-since"))):
+            return F_DECLINE
+    elif c == 114:                                                         # "r"
+        if n == 5 and _same_ci(p, n, b"range"):
+            return F_DECLINE
+    elif c == 97:                                                          # "a"
+        if n == 13 and _same_ci(p, n, b"authorization"):
+            return F_DECLINE
+    elif c == 116:                                                         # "t"
+        if n == 17 and _same_ci(p, n, b"transfer-encoding"):
+            return F_DECLINE
+    elif c == 117:                                                         # "u"
+        if n == 7 and _same_ci(p, n, b"upgrade"):
+            return F_DECLINE
+    return F_OTHER
+
+
+cdef Py_ssize_t _lane_head(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n,
+                           Py_ssize_t max_head, Py_ssize_t max_url, Py_ssize_t max_headers,
+                           Py_ssize_t* out) noexcept:
+    """Read one head at ``s[pos:n]`` that the lane may answer; its end, or 0 to decline.
+
+    Taken: ``GET|HEAD /plain-target HTTP/1.1`` (a target ``_plain_target`` accepts, within
+    ``max_url`` bytes, not "/"), field lines as ``scan`` takes them (at most ``max_headers``),
+    exactly one valid Host, Connection options close / keep-alive only and no close, no field
+    ``_lane_field`` declines, the whole head within ``max_head`` bytes and present in full.
+    ``out``: [is_head, target start, target end, host start, host end].
+    """
+    cdef Py_ssize_t i = pos, t0, k0, k1, v0, v1, lines = 0, limit = n
+    cdef int kind, conn = 0
+    cdef bint host = False
+    out[3] = out[4] = 0
+    if limit - pos > max_head:
+        limit = pos + max_head
+    if limit - pos < 18:
+        return 0
+    if s[i] == 71 and s[i + 1] == 69 and s[i + 2] == 84 and s[i + 3] == 32:      # "GET "
+        out[0] = 0
+        i += 4
+    elif (s[i] == 72 and s[i + 1] == 69 and s[i + 2] == 65 and s[i + 3] == 68
+          and s[i + 4] == 32):                                                     # "HEAD "
+        out[0] = 1
+        i += 5
+    else:
+        return 0
+    if s[i] != 47:
+        return 0
+    t0 = i
+    while i < limit and TARGET[s[i]]:
+        i += 1
+    if i - t0 < 2 or i - t0 > max_url or limit - i < 13 or not _plain_target(s + t0, i - t0):
+        return 0
+    if not (s[i] == 32 and s[i + 1] == 72 and s[i + 2] == 84 and s[i + 3] == 84
+            and s[i + 4] == 80 and s[i + 5] == 47 and s[i + 6] == 49 and s[i + 7] == 46
+            and s[i + 8] == 49 and s[i + 9] == 13 and s[i + 10] == 10):           # " HTTP/1.1"
+        return 0
+    out[1] = t0
+    out[2] = i
+    i += 11
+    while True:
+        if i + 2 > limit:
+            return 0
+        if s[i] == 13:
+            if s[i + 1] == 10 and host and not (conn & 1):
+                return i + 2
+            return 0
+        k0 = i
+        while i < limit and TCHAR[s[i]]:
+            i += 1
+        if i == k0 or i >= limit or s[i] != 58:
+            return 0
+        k1 = i
+        i += 1
+        v0 = i
+        while i < limit and VCHAR[s[i]]:
+            i += 1
+        if i + 1 >= limit or s[i] != 13 or s[i + 1] != 10:
+            return 0
+        v1 = i
+        i += 2
+        lines += 1
+        if lines > max_headers:
+            return 0
+        kind = _lane_field(s + k0, k1 - k0)
+        if kind == F_OTHER:
+            continue
+        if kind == F_DECLINE:
+            return 0
+        while v0 < v1 and _ows(s[v0]):
+            v0 += 1
+        while v1 > v0 and _ows(s[v1 - 1]):
+            v1 -= 1
+        if kind == F_HOST:
+            if host or not _valid_host(s + v0, v1 - v0):
+                return 0                    # a repeated or bad Host is a 400: the general path
+            host = True
+            out[3] = v0
+            out[4] = v1
+        else:
+            kind = _connection(s + v0, v1 - v0)
+            if kind < 0:
+                return 0
+            conn |= kind
+
+
+cdef inline void _account(object app, object tenant, str key, Py_ssize_t nbytes, Py_ssize_t size,
+                          bint body) except *:
+    """``HttpProtocol._done`` of a plain 200 hit (ledger and access log are off)."""
+    app.count(200, "hit", nbytes)
+    tenant.requests += 1
+    tenant.bytes_sent += nbytes
+    mrc = app.mrc
+    if mrc is not None and body and size:
+        mrc.account(tenant.name, key, 0, size - 1, size)
+
+
+cdef class HitLane:
+    """Answers the plain cache hits at the start of a connection's bytes, compiled.
+
+    ``serve(proto, data)`` is called by ``HttpProtocol.data_received`` when nothing of the
+    connection is queued, busy or waiting for the socket, and the parser is between messages.
+    It answers, one after the other, the whole heads at the start of ``data`` that are plain
+    keep-alive HTTP/1.1 GET/HEAD hits whose answer is the tenant's cached 200 head (no Range,
+    no precondition, no token, no takedown, ledger and access log off, head already built by
+    the general path for this object version, every block ready) exactly as
+    ``HttpProtocol._handle_plain`` would, and returns how many bytes of ``data`` it consumed.
+    At the first head it does not take (or when the socket stops taking bytes) it stops
+    without any side effect for that head: the bytes from there go through the parser and the
+    general path. ``tests/unit/test_hitlane.py`` holds it to the general path byte for byte.
+    Compiled only: with the pure-Python twins the general path answers everything.
+    """
+
+    cdef bytes end_plain
+    cdef Py_ssize_t small_copy, fast_max
+
+    def __init__(self, bytes end_plain, Py_ssize_t small_copy, Py_ssize_t fast_max):
+        self.end_plain = end_plain      # the end of a keep-alive HTTP/1.1 head
+        self.small_copy = small_copy    # bodies up to this size go out copied with the head
+        self.fast_max = fast_max        # larger bodies are left to the general path
+
+    def serve(self, proto, bytes data):
+        cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data), pos = 0, end, size
+        cdef Py_ssize_t f[5]
+        cdef Py_ssize_t max_head, max_url, max_headers
+        cdef object app = proto.app
+        if app.ledger is not None or app.access_log is not None:
+            return 0
+        limits = proto.parser.boundary_limits()
+        if limits is None:
+            return 0
+        max_head = limits.max_head_size
+        max_url = limits.max_url_length
+        max_headers = limits.max_headers
+        single = app.single
+        transport = proto.transport
+        while pos < n:
+            end = _lane_head(s, pos, n, max_head, max_url, max_headers, f)
+            if end == 0:
+                break
+            tenant = single if single is not None else app.route(
+                PyBytes_FromStringAndSize(<const char*>s + f[3], f[4] - f[3]))
+            if tenant is None or tenant.secret is not None:
+                break
+            key = PyUnicode_DecodeASCII(<const char*>s + f[1] + 1, f[2] - f[1] - 1, NULL)
+            blocked = tenant.blocked
+            if blocked and key in blocked:
+                break
+            storage = tenant.storage
+            meta = storage.meta_cached(key)
+            if meta is None:
+                break
+            h = tenant.heads.get(key)
+            if h is None or h.meta is not meta:
+                break
+            date = app.date
+            if h.date is not date:
+                h.head = h.before + date + h.after + self.end_plain
+                h.date = date
+            head = h.head
+            size = meta.size
+            if f[0] or size == 0:
+                proto.tenant = tenant
+                proto.grant = None
+                _account(app, tenant, key, 0, size, False)
+                transport.write(head)
+            elif size <= self.small_copy:
+                b = storage.pin_ready(meta, 0)
+                if b is None:
+                    break
+                proto.tenant = tenant
+                proto.grant = None
+                _account(app, tenant, key, size, size, True)
+                transport.write(head + storage.view(b, 0, size))
+                storage.release(b)
+            elif size <= self.fast_max:
+                out = [head]
+                pinned = []
+                if not proto._pin_views(storage, meta, 0, size, out, pinned):
+                    break
+                proto.tenant = tenant
+                proto.grant = None
+                _account(app, tenant, key, size, size, True)
+                proto._write_pinned(storage, out, pinned)
+            else:
+                break
+            pos = end
+            if proto.write_paused or proto.closing:
+                break
+        return pos

@@ -219,6 +219,14 @@ class RequestParser:
             return self._head_len > 0 or self._began
         return state < _CLOSED
 
+    def boundary_limits(self) -> Limits | None:
+        """This parser's limits when it is between messages with nothing of the next head
+        seen (the hit lane may then answer whole heads itself: edge/server/protocol.py);
+        None otherwise."""
+        if self._state == _HEAD and not self._head_len and not self._tail:
+            return self._limits
+        return None
+
     def feed(self, data: bytes) -> list[Request | HTTPError]:
         """Parse ``data`` and return every request it completes, in order (pipelining).
 

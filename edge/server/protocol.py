@@ -34,6 +34,7 @@ from collections import deque
 from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote_to_bytes
 
+import cext
 from edge import tokens
 from edge.cache import Block, FillError, ObjectMeta
 from edge.http import (
@@ -93,6 +94,11 @@ class _Head:
 
 
 _END_PLAIN = head_end(True, 1)
+
+# The compiled hit lane (cext/httphead.pyx HitLane): answers the plain hits _handle_plain
+# would, straight from the bytes; None with the pure-Python twins.
+_LANE = (None if cext.NO_EXTENSIONS or os.environ.get("EDGE_NO_HIT_LANE")
+         else cext.load("httphead").HitLane(_END_PLAIN, SMALL_COPY, FAST_PATH_MAX))
 
 
 _FIRST_BYTE = re.compile(rb"\s*bytes\s*=\s*(\d+)\s*-")
@@ -186,6 +192,12 @@ class HttpProtocol(asyncio.Protocol):
             return
         now = self.app.now
         self.last_activity = now
+        if _LANE is not None and not self.queue and not self.busy and not self.write_paused:
+            used = _LANE.serve(self, data)      # plain hits, answered without a Request
+            if used:
+                if used == len(data):
+                    return
+                data = data[used:]
         was_in_progress = self.parser.in_progress
         items = self.parser.feed(data)
         if self.parser.in_progress and (items or not was_in_progress):
@@ -426,6 +438,8 @@ class HttpProtocol(asyncio.Protocol):
                 return True                        # 403 sent
             if req.method == b"GET":
                 return False                       # paid bytes take the accounted path
+        else:
+            self.grant = None                      # not a previous request's token
         storage = tenant.storage
         meta = storage.meta_cached(req.key)
         if meta is None:
