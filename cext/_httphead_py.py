@@ -103,3 +103,20 @@ def scan(data: bytes, pos: int, end: int, max_url_length: int, max_headers: int)
              and HOST.fullmatch(host) is not None)
     return (method, target, minor_n, headers, fields, duplicate,
             not close and (persist or minor_n == 1), k if plain else None)
+
+
+class PlainHead:
+    """The plain 200 hit head of one object version, around its Date (protocol.py ``_head``);
+    compiled in cext/httphead.pyx so that the hit lane reads it as a C struct."""
+
+    __slots__ = ("meta", "before", "after", "date", "head", "mrc", "sampled")
+
+    def __init__(self, meta, before: bytes, after: bytes) -> None:
+        self.meta = meta        # the version it describes: a new ObjectMeta means a new head
+        self.before = before    # status line through "Date: "
+        self.after = after      # the header fields after Date, through Cache-Status
+        self.date = b""         # the Date of ``head``
+        self.head = b""         # the whole head for HTTP/1.1 keep-alive at ``date``
+        self.mrc = None         # the live curve ``sampled`` was asked of
+        self.sampled = False    # whether that curve samples block 0 of this object
+

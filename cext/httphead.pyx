@@ -359,15 +359,36 @@ cdef Py_ssize_t _lane_head(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n,
             conn |= kind
 
 
-cdef inline void _account(object app, object tenant, str key, Py_ssize_t nbytes, Py_ssize_t size,
-                          bint body) except *:
-    """``HttpProtocol._done`` of a plain 200 hit (ledger and access log are off)."""
+cdef inline void _count(object app, object tenant, Py_ssize_t nbytes) except *:
     app.count(200, "hit", nbytes)
     tenant.requests += 1
     tenant.bytes_sent += nbytes
+
+
+cdef inline void _account(object app, object tenant, str key, Py_ssize_t nbytes, Py_ssize_t size,
+                          bint body) except *:
+    """``HttpProtocol._done`` of a plain 200 hit (ledger and access log are off)."""
+    _count(app, tenant, nbytes)
     mrc = app.mrc
     if mrc is not None and body and size:
         mrc.account(tenant.name, key, 0, size - 1, size)
+
+
+cdef class PlainHead:
+    """The plain 200 hit head of one object version, around its Date (protocol.py ``_head``);
+    the twin's docstring says what each field holds."""
+
+    cdef public object meta, before, after, date, head, mrc
+    cdef public bint sampled
+
+    def __init__(self, meta, bytes before, bytes after):
+        self.meta = meta
+        self.before = before
+        self.after = after
+        self.date = b""
+        self.head = b""
+        self.mrc = None
+        self.sampled = False
 
 
 cdef class HitLane:
@@ -426,8 +447,11 @@ cdef class HitLane:
             meta = storage.meta_cached(key)
             if meta is None:
                 break
-            h = tenant.heads.get(key)
-            if h is None or h.meta is not meta:
+            got = tenant.heads.get(key)
+            if got is None:
+                break
+            h = <PlainHead?>got
+            if h.meta is not meta:
                 break
             date = app.date
             if h.date is not date:
@@ -441,14 +465,19 @@ cdef class HitLane:
                 _account(app, tenant, key, 0, size, False)
                 transport.write(head)
             elif size <= self.small_copy:
-                b = storage.pin_ready(meta, 0)
-                if b is None:
+                out = storage.read_small(meta, head)
+                if out is None:
                     break
                 proto.tenant = tenant
                 proto.grant = None
-                _account(app, tenant, key, size, size, True)
-                transport.write(head + storage.view(b, 0, size))
-                storage.release(b)
+                _count(app, tenant, size)
+                mrc = app.mrc
+                if mrc is not None:            # _account's, with block 0's sampling remembered
+                    if h.mrc is not mrc:
+                        h.sampled = mrc.block0(tenant.name, key)
+                        h.mrc = mrc
+                    mrc.account_block0(tenant.name, key, size, h.sampled)
+                transport.write(out)
             elif size <= self.fast_max:
                 out = [head]
                 pinned = []

@@ -87,6 +87,18 @@ class LiveMRC:
             if (block_hash_of(kh, idx) >> shift) < limit:
                 self._queue(tenant, key, idx, min(bs, size - idx * bs))
 
+    def block0(self, tenant: str, key: str) -> bool:
+        """Whether block 0 of ``key`` is sampled: a caller may remember it for this curve."""
+        return (self._memo.get((tenant, key)) or self._hash(tenant, key))[1]
+
+    def account_block0(self, tenant: str, key: str, size: int, sampled: bool) -> None:
+        """``account(tenant, key, 0, size - 1, size)`` of a whole object within block 0
+        (``0 < size <= block_size``), ``sampled`` as :meth:`block0` said."""
+        self.accesses += 1
+        self.bytes += size
+        if sampled:
+            self._queue(tenant, key, 0, size)
+
     def _queue(self, tenant: str, key: str, idx: int, weight: int) -> None:
         self.pending.append(((tenant, key, idx), weight, self.clock()))
         if len(self.pending) >= BATCH:

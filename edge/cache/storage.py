@@ -370,6 +370,17 @@ class Storage:
         self.counters.block_hits += 1
         return b
 
+    def read_small(self, meta: ObjectMeta, prefix: bytes) -> bytes | None:
+        """``prefix`` + the whole object, copied, if it lies in block 0 and that block is ready
+        (a hit, counted as pin_ready counts it); None otherwise (no I/O). For small bodies
+        one copied buffer is cheaper than a writev of the head and a pinned view."""
+        b = self.pin_ready(meta, 0)
+        if b is None:
+            return None
+        out = prefix + self.view(b, 0, meta.size)
+        self.release(b)
+        return out
+
     def pin(self, meta: ObjectMeta, idx: int) -> Block:
         """Pin block ``idx``: cached, being filled, or a fill started now (single-flight)."""
         bk = (meta.oid, idx)

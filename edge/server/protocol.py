@@ -31,7 +31,7 @@ import socket
 import termios
 import time
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote_to_bytes
 
 import cext
@@ -80,25 +80,13 @@ def _boundary() -> bytes:
     return os.urandom(12).hex().encode()
 
 
-class _Head:
-    """The plain 200 hit head of one object version, around its Date (see head_parts)."""
-
-    __slots__ = ("meta", "before", "after", "date", "head")
-
-    def __init__(self, meta: ObjectMeta, before: bytes, after: bytes) -> None:
-        self.meta = meta        # the version it describes: a new ObjectMeta means a new head
-        self.before = before    # status line through "Date: "
-        self.after = after      # the header fields after Date, through Cache-Status
-        self.date = b""         # the Date of ``head``
-        self.head = b""         # the whole head for HTTP/1.1 keep-alive at ``date``
-
-
 _END_PLAIN = head_end(True, 1)
 
+_httphead = cext.load("httphead")
 # The compiled hit lane (cext/httphead.pyx HitLane): answers the plain hits _handle_plain
 # would, straight from the bytes; None with the pure-Python twins.
 _LANE = (None if cext.NO_EXTENSIONS or os.environ.get("EDGE_NO_HIT_LANE")
-         else cext.load("httphead").HitLane(_END_PLAIN, SMALL_COPY, FAST_PATH_MAX))
+         else _httphead.HitLane(_END_PLAIN, SMALL_COPY, FAST_PATH_MAX))
 
 
 _FIRST_BYTE = re.compile(rb"\s*bytes\s*=\s*(\d+)\s*-")
@@ -401,12 +389,12 @@ class HttpProtocol(asyncio.Protocol):
         if not req.keep_alive:
             self._close()
 
-    def _head(self, req: Request, meta: ObjectMeta, heads: dict[str, _Head]) -> bytes:
+    def _head(self, req: Request, meta: ObjectMeta, heads: dict[str, Any]) -> bytes:
         """The head of the plain 200 hit (no Range, no preconditions) of ``meta``."""
         h = heads.get(req.key)
         if h is None or h.meta is not meta:
             p = self._plan(req, meta)
-            h = _Head(meta, *head_parts(p.status, p.headers, cache_status=HIT))
+            h = _httphead.PlainHead(meta, *head_parts(p.status, p.headers, cache_status=HIT))
             if len(heads) >= HEADS_MAX:
                 heads.clear()
             heads[req.key] = h
@@ -516,13 +504,12 @@ class HttpProtocol(asyncio.Protocol):
         if size > FAST_PATH_MAX:
             return False
         storage = tenant.storage
-        if size <= SMALL_COPY:      # within block 0 (blocks are >= 64 KiB): one copied buffer,
-            b = storage.pin_ready(meta, 0)      # cheaper than a writev of two; pin gone at once
-            if b is None:
+        if size <= SMALL_COPY:      # within block 0 (blocks are >= 64 KiB): one copied buffer
+            data = storage.read_small(meta, head)
+            if data is None:
                 return False
             self._done(req, 200, HIT, size, size, 0, size - 1)
-            self.transport.write(head + storage.view(b, 0, size))
-            storage.release(b)
+            self.transport.write(data)
             self._finish(req)
             return True
         out: list = [head]

@@ -63,3 +63,18 @@ def test_tenants_are_sampled_apart_and_bad_rates_refused():
     for bad in (0, 1.5, -0.1):
         with pytest.raises(ValueError):
             LiveMRC("lru", 16 * MiB, MiB, bad)
+
+
+def test_block0_accounting_is_account_of_a_small_whole_object():
+    """What the hit lane calls for a body within block 0 counts and samples as account()."""
+    a = LiveMRC("wtinylfu", 64 << 20, 1 << 20, 0.5, clock=lambda: 7.0)
+    b = LiveMRC("wtinylfu", 64 << 20, 1 << 20, 0.5, clock=lambda: 7.0)
+    sampled = 0
+    for i in range(400):
+        tenant, key, size = ("t" if i % 3 else ""), f"k{i % 97}", 1 + i * 37 % 8192
+        a.account(tenant, key, 0, size - 1, size)
+        s0 = b.block0(tenant, key)
+        sampled += s0
+        b.account_block0(tenant, key, size, s0)
+    assert 0 < sampled < 400
+    assert (a.accesses, a.bytes, a.pending) == (b.accesses, b.bytes, b.pending)
