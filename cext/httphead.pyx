@@ -367,7 +367,7 @@ cdef inline void _count(object app, object tenant, Py_ssize_t nbytes) except *:
 
 cdef inline void _account(object app, object tenant, str key, Py_ssize_t nbytes, Py_ssize_t size,
                           bint body) except *:
-    """``HttpProtocol._done`` of a plain 200 hit (ledger and access log are off)."""
+    """``HttpProtocol._account`` of a plain 200 hit when the ledger and access log are off."""
     _count(app, tenant, nbytes)
     mrc = app.mrc
     if mrc is not None and body and size:
@@ -398,8 +398,8 @@ cdef class HitLane:
     connection is queued, busy or waiting for the socket, and the parser is between messages.
     It answers, one after the other, the whole heads at the start of ``data`` that are plain
     keep-alive HTTP/1.1 GET/HEAD hits whose answer is the tenant's cached 200 head (no Range,
-    no precondition, no token, no takedown, ledger and access log off, head already built by
-    the general path for this object version, every block ready) exactly as
+    no precondition, no token, no takedown, head already built by the general path for this
+    object version, every block ready) exactly as
     ``HttpProtocol._handle_plain`` would, and returns how many bytes of ``data`` it consumed.
     At the first head it does not take (or when the socket stops taking bytes) it stops
     without any side effect for that head: the bytes from there go through the parser and the
@@ -407,13 +407,14 @@ cdef class HitLane:
     Compiled only: with the pure-Python twins the general path answers everything.
     """
 
-    cdef bytes end_plain
+    cdef bytes end_plain, hit
     cdef Py_ssize_t small_copy, fast_max
 
-    def __init__(self, bytes end_plain, Py_ssize_t small_copy, Py_ssize_t fast_max):
+    def __init__(self, bytes end_plain, Py_ssize_t small_copy, Py_ssize_t fast_max, bytes hit):
         self.end_plain = end_plain      # the end of a keep-alive HTTP/1.1 head
         self.small_copy = small_copy    # bodies up to this size go out copied with the head
         self.fast_max = fast_max        # larger bodies are left to the general path
+        self.hit = hit                  # the Cache-Status of a hit, for proto._account
 
     def serve(self, proto, bytes data):
         cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
@@ -421,8 +422,7 @@ cdef class HitLane:
         cdef Py_ssize_t f[5]
         cdef Py_ssize_t max_head, max_url, max_headers
         cdef object app = proto.app
-        if app.ledger is not None or app.access_log is not None:
-            return 0
+        cdef bint logged = app.ledger is not None or app.access_log is not None
         limits = proto.parser.boundary_limits()
         if limits is None:
             return 0
@@ -462,7 +462,10 @@ cdef class HitLane:
             if f[0] or size == 0:
                 proto.tenant = tenant
                 proto.grant = None
-                _account(app, tenant, key, 0, size, False)
+                if logged:
+                    proto._account(_HEAD if f[0] else _GET, key, None, 200, self.hit, 0, size)
+                else:
+                    _account(app, tenant, key, 0, size, False)
                 transport.write(head)
             elif size <= self.small_copy:
                 out = storage.read_small(meta, head)
@@ -470,13 +473,16 @@ cdef class HitLane:
                     break
                 proto.tenant = tenant
                 proto.grant = None
-                _count(app, tenant, size)
-                mrc = app.mrc
-                if mrc is not None:            # _account's, with block 0's sampling remembered
-                    if h.mrc is not mrc:
-                        h.sampled = mrc.block0(tenant.name, key)
-                        h.mrc = mrc
-                    mrc.account_block0(tenant.name, key, size, h.sampled)
+                if logged:
+                    proto._account(_GET, key, None, 200, self.hit, size, size, 0, size - 1)
+                else:
+                    _count(app, tenant, size)
+                    mrc = app.mrc
+                    if mrc is not None:        # _account's, block 0's sampling remembered
+                        if h.mrc is not mrc:
+                            h.sampled = mrc.block0(tenant.name, key)
+                            h.mrc = mrc
+                        mrc.account_block0(tenant.name, key, size, h.sampled)
                 transport.write(out)
             elif size <= self.fast_max:
                 out = [head]
@@ -485,7 +491,10 @@ cdef class HitLane:
                     break
                 proto.tenant = tenant
                 proto.grant = None
-                _account(app, tenant, key, size, size, True)
+                if logged:
+                    proto._account(_GET, key, None, 200, self.hit, size, size, 0, size - 1)
+                else:
+                    _account(app, tenant, key, size, size, True)
                 proto._write_pinned(storage, out, pinned)
             else:
                 break

@@ -33,7 +33,7 @@ from edge.budget import BudgetStore
 from edge.cache import SharedArena, SharedStorage, Storage, restore_index, save_index
 from edge.config import Config, OriginSpec, PoolSpec, TenantSpec
 from edge.control import Journal
-from edge.http import Limits, Request, format_http_date
+from edge.http import Limits, format_http_date
 from edge.ledger import Ledger
 from edge.livemrc import LiveMRC
 from edge.server.tenants import Router, Tenant
@@ -186,15 +186,17 @@ class App:
         self.requests[k] = self.requests.get(k, 0) + 1
         self.bytes_sent[cache_status] = self.bytes_sent.get(cache_status, 0) + nbytes
 
-    def log_access(self, req: Request, client: str, status: int, cache_status: str, nbytes: int,
-                   size: int | None, first_byte: int | None, last_byte: int | None,
-                   origin_ms: float | None, started: float | None, tenant: str = "") -> None:
-        """One access-log line (only called when the access log is on)."""
+    def log_access(self, method: bytes, key: str, rng: bytes | None, client: str, status: int,
+                   cache_status: str, nbytes: int, size: int | None, first_byte: int | None,
+                   last_byte: int | None, origin_ms: float | None, started: float | None,
+                   tenant: str = "") -> None:
+        """One access-log line of a response to ``method`` ``key`` with Range ``rng`` (only
+        called when the access log is on)."""
         assert self.access_log is not None
         self.access_log.log(
-            time=time.time(), client=client, method=req.method.decode("latin-1"), key=req.key,
+            time=time.time(), client=client, method=method.decode("latin-1"), key=key,
             status=status, size=size,
-            range=req.range.decode("latin-1") if req.range is not None else None,
+            range=rng.decode("latin-1") if rng is not None else None,
             first_byte=first_byte, last_byte=last_byte, bytes_sent=nbytes,
             cache_status=cache_status, origin_ms=origin_ms,
             total_ms=(time.monotonic() - started) * 1000 if started is not None else None,

@@ -86,7 +86,7 @@ _httphead = cext.load("httphead")
 # The compiled hit lane (cext/httphead.pyx HitLane): answers the plain hits _handle_plain
 # would, straight from the bytes; None with the pure-Python twins.
 _LANE = (None if cext.NO_EXTENSIONS or os.environ.get("EDGE_NO_HIT_LANE")
-         else _httphead.HitLane(_END_PLAIN, SMALL_COPY, FAST_PATH_MAX))
+         else _httphead.HitLane(_END_PLAIN, SMALL_COPY, FAST_PATH_MAX, HIT))
 
 
 _FIRST_BYTE = re.compile(rb"\s*bytes\s*=\s*(\d+)\s*-")
@@ -335,8 +335,23 @@ class HttpProtocol(asyncio.Protocol):
               size: int | None = None, first: int | None = None, last: int | None = None,
               origin_ms: float | None = None, started: float | None = None,
               parts: list | None = None) -> None:
-        """Account one finished response: metrics, the live curve, and the access log when it
-        is on. ``parts``: the plan's body parts (a multipart body's ranges count one by one)."""
+        """Account one finished response (``req`` None: an answer to no request; see
+        ``_account``)."""
+        if req is None:
+            self._account(None, "", None, status, cache_status, nbytes)
+        else:
+            self._account(req.method, req.key, req.range, status, cache_status, nbytes, size,
+                          first, last, origin_ms, started, parts)
+
+    def _account(self, method: bytes | None, key: str, rng: bytes | None, status: int,
+                 cache_status: bytes, nbytes: int, size: int | None = None,
+                 first: int | None = None, last: int | None = None,
+                 origin_ms: float | None = None, started: float | None = None,
+                 parts: list | None = None) -> None:
+        """Account one finished response to ``method`` ``key`` (None: to no request), Range
+        ``rng``: metrics, the live curve, the ledger and the access log when they are on.
+        ``parts``: the plan's body parts (a multipart body's ranges count one by one). The hit
+        lane calls it when the ledger or the access log is on."""
         app = self.app
         label = LABELS[cache_status]
         app.count(status, label, nbytes)
@@ -344,23 +359,25 @@ class HttpProtocol(asyncio.Protocol):
         if t is not None:
             t.requests += 1
             t.bytes_sent += nbytes
+        if method is None:
+            return
         mrc = app.mrc
-        if mrc is not None and last is not None and req is not None and size:
+        if mrc is not None and last is not None and size:
             tn = t.name if t is not None else ""
             if parts is not None and len(parts) > 1:       # multipart: not the span between
                 for x in parts:
                     if not isinstance(x, bytes):
-                        mrc.account(tn, req.key, x[0], x[1] - 1, size)
+                        mrc.account(tn, key, x[0], x[1] - 1, size)
             else:
-                mrc.account(tn, req.key, first, last, size)  # type: ignore[arg-type]
-        if app.ledger is not None and req is not None:
+                mrc.account(tn, key, first, last, size)  # type: ignore[arg-type]
+        if app.ledger is not None:
             grant = self.grant
             app.ledger.record(time=time.time(), receipt=grant.receipt if grant else None,
-                              key=req.key, tenant=t.name if t is not None else None, status=status,
-                              bytes_sent=nbytes, method=req.method.decode("latin-1"))
-        if app.access_log is not None and req is not None:
-            app.log_access(req, self.peer, status, label, nbytes, size, first, last, origin_ms,
-                           started, t.name if t is not None else "")
+                              key=key, tenant=t.name if t is not None else None, status=status,
+                              bytes_sent=nbytes, method=method.decode("latin-1"))
+        if app.access_log is not None:
+            app.log_access(method, key, rng, self.peer, status, label, nbytes, size, first, last,
+                           origin_ms, started, t.name if t is not None else "")
 
     def _precheck(self, req: Request) -> bool:
         """Answer requests that need no object at all; True if answered."""

@@ -8,6 +8,7 @@ saw them) and declined everything else before any side effect.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tomllib
 from typing import Any
@@ -343,18 +344,35 @@ def test_no_tenant_for_the_host_is_a_421_either_way(served, monkeypatch) -> None
     assert seen_fast == 2 and out.startswith(b"HTTP/1.1 421 ") and out.count(b"HTTP/1.1 ") == 1
 
 
-def test_access_log_on_turns_the_lane_off(served, tmp_path) -> None:
+def test_access_log_and_ledger_lines_are_the_general_paths(served, tmp_path) -> None:
     from edge.accesslog import AccessLog
-    app, _ = served
-    both(served, [get("k1.bin")])
-    app.access_log = AccessLog(str(tmp_path / "access.log"))
-    try:
-        _, seen_fast, _ = both(served, [get("k1.bin")])
-        assert seen_fast == 1
-    finally:
-        app.access_log.close()
-        app.access_log = None
-    assert (tmp_path / "access.log").read_text().count('"cache_status": "hit"') == 3   # 3 runs
+    from edge.ledger import Ledger
+    app, loop = served
+    heads = [get("k1.bin"), get("k1.bin", method="HEAD"), get("empty.bin"), get("multi.bin"),
+             get("k1.bin", host="z.org"), get("multi.bin", extra="Range: bytes=1-2\r\n")]
+    both(served, heads)
+    lines = {}
+    for lane in (True, False):
+        app.access_log = AccessLog(str(tmp_path / f"access-{lane}.log"))
+        app.ledger = Ledger(str(tmp_path / f"ledger-{lane}.jsonl"))
+        try:
+            _, _, seen = exchange(app, loop, heads, lane)
+            assert seen == (1 if lane else 6)          # only the Range goes to the parser
+        finally:
+            app.access_log.close()
+            app.ledger.close()
+            app.access_log = app.ledger = None
+        lines[lane] = [
+            [json.loads(x) for x in (tmp_path / f"{what}-{lane}.{ext}").read_text().splitlines()]
+            for what, ext in (("access", "log"), ("ledger", "jsonl"))]
+    for got, want in zip(*lines.values()):
+        assert len(got) == len(want) == 6
+        for a, b in zip(got, want):
+            a.pop("time", None), b.pop("time", None)
+            assert a == b
+    access = lines[True][0]
+    assert [x["tenant"] for x in access] == ["acme"] * 4 + ["rest", "acme"]
+    assert [x["bytes_sent"] for x in access][:4] == [1024, 0, 0, SIZES["multi.bin"]]
 
 
 def test_a_new_version_is_not_served_from_the_old_head(served) -> None:
