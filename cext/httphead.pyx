@@ -237,11 +237,13 @@ cdef enum:
     F_HOST = 1
     F_CONNECTION = 2
     F_DECLINE = 3       # a field that changes the answer or the framing: the general path
+    F_RANGE = 4
 
 
 cdef int _lane_field(const unsigned char* p, Py_ssize_t n) noexcept:
-    """How the hit lane treats a field name (any case): every name of KINDS but Host and
-    Connection, and Upgrade, make it decline (tests/unit/test_hitlane.py holds it to KINDS)."""
+    """How the hit lane treats a field name (any case): every name of KINDS but Host,
+    Connection and Range, and Upgrade, make it decline (tests/unit/test_hitlane.py holds it to
+    KINDS)."""
     cdef unsigned char c = _lower(p[0])
     if n == 4:
         return F_HOST if _same_ci(p, n, b"host") else F_OTHER
@@ -258,7 +260,7 @@ cdef int _lane_field(const unsigned char* p, Py_ssize_t n) noexcept:
             return F_DECLINE
     elif c == 114:                                                         # "r"
         if n == 5 and _same_ci(p, n, b"range"):
-            return F_DECLINE
+            return F_RANGE
     elif c == 97:                                                          # "a"
         if n == 13 and _same_ci(p, n, b"authorization"):
             return F_DECLINE
@@ -278,14 +280,15 @@ cdef Py_ssize_t _lane_head(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n,
 
     Taken: ``GET|HEAD /plain-target HTTP/1.1`` (a target ``_plain_target`` accepts, within
     ``max_url`` bytes, not "/"), field lines as ``scan`` takes them (at most ``max_headers``),
-    exactly one valid Host, Connection options close / keep-alive only and no close, no field
-    ``_lane_field`` declines, the whole head within ``max_head`` bytes and present in full.
-    ``out``: [is_head, target start, target end, host start, host end].
+    exactly one valid Host, Connection options close / keep-alive only and no close, at most
+    one Range and only on a GET, no field ``_lane_field`` declines, the whole head within
+    ``max_head`` bytes and present in full. ``out``: [is_head, target start, target end, host
+    start, host end, Range value start, Range value end (both 0: no Range)].
     """
     cdef Py_ssize_t i = pos, t0, k0, k1, v0, v1, lines = 0, limit = n
     cdef int kind, conn = 0
     cdef bint host = False
-    out[3] = out[4] = 0
+    out[3] = out[4] = out[5] = out[6] = 0
     if limit - pos > max_head:
         limit = pos + max_head
     if limit - pos < 18:
@@ -352,6 +355,11 @@ cdef Py_ssize_t _lane_head(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n,
             host = True
             out[3] = v0
             out[4] = v1
+        elif kind == F_RANGE:
+            if out[6] or out[0]:
+                return 0                    # a repeated Range is a 400; HEAD ignores Range
+            out[5] = v0
+            out[6] = v1
         else:
             kind = _connection(s + v0, v1 - v0)
             if kind < 0:
@@ -359,19 +367,71 @@ cdef Py_ssize_t _lane_head(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n,
             conn |= kind
 
 
-cdef inline void _count(object app, object tenant, Py_ssize_t nbytes) except *:
-    app.count(200, "hit", nbytes)
+cdef inline void _count(object app, object tenant, int status, Py_ssize_t nbytes) except *:
+    app.count(status, "hit", nbytes)
     tenant.requests += 1
     tenant.bytes_sent += nbytes
 
 
-cdef inline void _account(object app, object tenant, str key, Py_ssize_t nbytes, Py_ssize_t size,
-                          bint body) except *:
-    """``HttpProtocol._account`` of a plain 200 hit when the ledger and access log are off."""
-    _count(app, tenant, nbytes)
+cdef inline void _account(object app, object tenant, str key, int status, Py_ssize_t nbytes,
+                          Py_ssize_t size, Py_ssize_t first, Py_ssize_t last) except *:
+    """``HttpProtocol._account`` of a hit when the ledger and access log are off: ``first``
+    -1 for a response without body bytes."""
+    _count(app, tenant, status, nbytes)
     mrc = app.mrc
-    if mrc is not None and body and size:
-        mrc.account(tenant.name, key, 0, size - 1, size)
+    if mrc is not None and first >= 0 and size:
+        mrc.account(tenant.name, key, first, last, size)
+
+
+cdef Py_ssize_t _digits(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                        long long* value) noexcept:
+    """Read ASCII digits at ``p[i:n]`` into ``value``; the index after them (``i``: none;
+    -1: more than 18, beyond any size, left to the general path)."""
+    cdef Py_ssize_t j = i
+    cdef long long v = 0
+    while j < n and 48 <= p[j] <= 57:
+        if j - i == 18:
+            return -1
+        v = v * 10 + (p[j] - 48)
+        j += 1
+    value[0] = v
+    return j
+
+
+cdef bint _one_range(const unsigned char* p, Py_ssize_t n, long long size,
+                     long long* start, long long* end) noexcept:
+    """A Range value of one satisfiable byte range in its plain form (``bytes=F-L``,
+    ``bytes=F-`` or ``bytes=-N``, unit in any case, no whitespace), into ``[start, end)`` as
+    ``edge.http.ranges.parse_range`` computes it; False for anything else (the general path:
+    lists, whitespace, invalid or unsatisfiable ranges, an empty object)."""
+    cdef long long first, last
+    cdef Py_ssize_t i, j
+    if n < 8 or size <= 0 or not _same_ci(p, 5, b"bytes") or p[5] != 61:        # "="
+        return False
+    i = 6
+    j = _digits(p, i, n, &first)
+    if j < 0 or j >= n or p[j] != 45:                                               # "-"
+        return False
+    if j == i:                                          # a suffix: "-N"
+        i = _digits(p, j + 1, n, &last)
+        if i != n or i == j + 1 or last == 0:
+            return False
+        start[0] = size - last if last < size else 0
+        end[0] = size
+        return True
+    i = _digits(p, j + 1, n, &last)
+    if i != n:
+        return False
+    if first >= size:
+        return False                                    # 416: the general path answers it
+    if i == j + 1:                                      # "F-"
+        end[0] = size
+    elif last < first:
+        return False                                    # invalid: ignored, a 200
+    else:
+        end[0] = last + 1 if last + 1 < size else size
+    start[0] = first
+    return True
 
 
 cdef class PlainHead:
@@ -380,6 +440,7 @@ cdef class PlainHead:
 
     cdef public object meta, before, after, date, head, mrc
     cdef public bint sampled
+    cdef bytes r_pre, r_tail          # ``after`` before and after its Content-Length line
 
     def __init__(self, meta, bytes before, bytes after):
         self.meta = meta
@@ -389,6 +450,27 @@ cdef class PlainHead:
         self.head = b""
         self.mrc = None
         self.sampled = False
+        self.r_pre = self.r_tail = None
+
+    cdef bytes range_head(self, bytes before, bytes date, long long start, long long end,
+                          long long size, bytes end_plain):
+        """The 206 head ``plan`` and ``frame_head`` give a GET of ``[start, end)`` of this
+        version: ``before`` (206 status line through "Date: "), then this 200 head's fields with
+        Content-Length changed and Content-Range after it; None if ``after`` has no
+        Content-Length line (never: plan puts one in every 200)."""
+        cdef Py_ssize_t i, j
+        if self.r_pre is None:
+            after = <bytes>self.after
+            i = after.find(b"\r\nContent-Length: ")
+            j = after.find(b"\r\n", i + 2) if i >= 0 else -1
+            if j < 0:
+                return None
+            self.r_pre = after[:i]
+            self.r_tail = after[j:]
+        return b"".join((before, date, self.r_pre,
+                         b"\r\nContent-Length: %d\r\nContent-Range: bytes %d-%d/%d"
+                         % (end - start, start, end - 1, size),
+                         self.r_tail, end_plain))
 
 
 cdef class HitLane:
@@ -396,22 +478,26 @@ cdef class HitLane:
 
     ``serve(proto, data)`` is called by ``HttpProtocol.data_received`` when nothing of the
     connection is queued, busy or waiting for the socket, and the parser is between messages.
-    It answers, one after the other, the whole heads at the start of ``data`` that are plain
-    keep-alive HTTP/1.1 GET/HEAD hits whose answer is the tenant's cached 200 head (no Range,
-    no precondition, no token, no takedown, head already built by the general path for this
-    object version, every block ready) exactly as
-    ``HttpProtocol._handle_plain`` would, and returns how many bytes of ``data`` it consumed.
-    At the first head it does not take (or when the socket stops taking bytes) it stops
-    without any side effect for that head: the bytes from there go through the parser and the
-    general path. ``tests/unit/test_hitlane.py`` holds it to the general path byte for byte.
-    Compiled only: with the pure-Python twins the general path answers everything.
+    It answers, one after the other, the whole heads at the start of ``data`` that are
+    keep-alive HTTP/1.1 GET/HEAD hits with no precondition, no token and no takedown, whose
+    tenant's cached 200 head the general path already built for this object version, and
+    whose blocks are ready: the 200 of ``HttpProtocol._handle_plain``, or the 206 of one byte
+    range in its plain form (``_one_range``), exactly as the general path answers them (bytes,
+    counters, live curve, ledger and access log through ``proto._account``), and returns how
+    many bytes of ``data`` it consumed. At the first head it does not take (or when the
+    socket stops taking bytes) it stops without any side effect for that head: the bytes from
+    there go through the parser and the general path. ``tests/unit/test_hitlane.py`` holds it
+    to the general path byte for byte. Compiled only: with the pure-Python twins the general
+    path answers everything.
     """
 
-    cdef bytes end_plain, hit
+    cdef bytes end_plain, hit, before_206
     cdef Py_ssize_t small_copy, fast_max
 
-    def __init__(self, bytes end_plain, Py_ssize_t small_copy, Py_ssize_t fast_max, bytes hit):
+    def __init__(self, bytes end_plain, Py_ssize_t small_copy, Py_ssize_t fast_max, bytes hit,
+                 bytes before_206):
         self.end_plain = end_plain      # the end of a keep-alive HTTP/1.1 head
+        self.before_206 = before_206    # "HTTP/1.1 206 Partial Content\r\nDate: "
         self.small_copy = small_copy    # bodies up to this size go out copied with the head
         self.fast_max = fast_max        # larger bodies are left to the general path
         self.hit = hit                  # the Cache-Status of a hit, for proto._account
@@ -419,7 +505,8 @@ cdef class HitLane:
     def serve(self, proto, bytes data):
         cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data), pos = 0, end, size
-        cdef Py_ssize_t f[5]
+        cdef Py_ssize_t f[7]
+        cdef long long r0, r1
         cdef Py_ssize_t max_head, max_url, max_headers
         cdef object app = proto.app
         cdef bint logged = app.ledger is not None or app.access_log is not None
@@ -457,15 +544,37 @@ cdef class HitLane:
             if h.date is not date:
                 h.head = h.before + date + h.after + self.end_plain
                 h.date = date
-            head = h.head
             size = meta.size
+            if f[6]:                            # one byte range of a GET
+                if not _one_range(s + f[5], f[6] - f[5], size, &r0, &r1) or r1 - r0 > self.fast_max:
+                    break
+                head = h.range_head(self.before_206, date, r0, r1, size, self.end_plain)
+                if head is None:
+                    break
+                out = [head]
+                pinned = []
+                if not proto._pin_views(storage, meta, r0, r1, out, pinned):
+                    break
+                proto.tenant = tenant
+                proto.grant = None
+                if logged:
+                    proto._account(_GET, key, data[f[5]:f[6]], 206, self.hit, r1 - r0, size,
+                                   r0, r1 - 1)
+                else:
+                    _account(app, tenant, key, 206, r1 - r0, size, r0, r1 - 1)
+                proto._write_pinned(storage, out, pinned)
+                pos = end
+                if proto.write_paused or proto.closing:
+                    break
+                continue
+            head = h.head
             if f[0] or size == 0:
                 proto.tenant = tenant
                 proto.grant = None
                 if logged:
                     proto._account(_HEAD if f[0] else _GET, key, None, 200, self.hit, 0, size)
                 else:
-                    _account(app, tenant, key, 0, size, False)
+                    _account(app, tenant, key, 200, 0, size, -1, -1)
                 transport.write(head)
             elif size <= self.small_copy:
                 out = storage.read_small(meta, head)
@@ -476,7 +585,7 @@ cdef class HitLane:
                 if logged:
                     proto._account(_GET, key, None, 200, self.hit, size, size, 0, size - 1)
                 else:
-                    _count(app, tenant, size)
+                    _count(app, tenant, 200, size)
                     mrc = app.mrc
                     if mrc is not None:        # _account's, block 0's sampling remembered
                         if h.mrc is not mrc:
@@ -494,7 +603,7 @@ cdef class HitLane:
                 if logged:
                     proto._account(_GET, key, None, 200, self.hit, size, size, 0, size - 1)
                 else:
-                    _account(app, tenant, key, size, size, True)
+                    _account(app, tenant, key, 200, size, size, 0, size - 1)
                 proto._write_pinned(storage, out, pinned)
             else:
                 break

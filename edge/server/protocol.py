@@ -83,10 +83,11 @@ def _boundary() -> bytes:
 _END_PLAIN = head_end(True, 1)
 
 _httphead = cext.load("httphead")
-# The compiled hit lane (cext/httphead.pyx HitLane): answers the plain hits _handle_plain
-# would, straight from the bytes; None with the pure-Python twins.
+# The compiled hit lane (cext/httphead.pyx HitLane): answers the plain hits (and hits of one
+# byte range) the fast path would, straight from the bytes; None with the pure-Python twins.
 _LANE = (None if cext.NO_EXTENSIONS or os.environ.get("EDGE_NO_HIT_LANE")
-         else _httphead.HitLane(_END_PLAIN, SMALL_COPY, FAST_PATH_MAX, HIT))
+         else _httphead.HitLane(_END_PLAIN, SMALL_COPY, FAST_PATH_MAX, HIT,
+                                head_parts(206, [], cache_status=HIT)[0]))
 
 
 _FIRST_BYTE = re.compile(rb"\s*bytes\s*=\s*(\d+)\s*-")
