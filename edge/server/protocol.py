@@ -82,6 +82,7 @@ def _boundary() -> bytes:
 
 _END_PLAIN = head_end(True, 1)
 
+_PLAIN_GET = Request(b"GET", b"/", "", b"", 1, True, [])     # what a plain 200 head is planned for
 _httphead = cext.load("httphead")
 # The compiled hit lane (cext/httphead.pyx HitLane): answers the plain hits (and hits of one
 # byte range) the fast path would, straight from the bytes; None with the pure-Python twins.
@@ -409,13 +410,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _head(self, req: Request, meta: ObjectMeta, heads: dict[str, Any]) -> bytes:
         """The head of the plain 200 hit (no Range, no preconditions) of ``meta``."""
-        h = heads.get(req.key)
-        if h is None or h.meta is not meta:
-            p = self._plan(req, meta)
-            h = _httphead.PlainHead(meta, *head_parts(p.status, p.headers, cache_status=HIT))
-            if len(heads) >= HEADS_MAX:
-                heads.clear()
-            heads[req.key] = h
+        h = self._plain_head(req.key, meta, heads)
         date = self.app.date
         if req.keep_alive and req.http_minor:
             if h.date is not date:
@@ -423,6 +418,18 @@ class HttpProtocol(asyncio.Protocol):
                 h.date = date
             return h.head
         return h.before + date + h.after + head_end(req.keep_alive, req.http_minor)
+
+    @staticmethod
+    def _plain_head(key: str, meta: ObjectMeta, heads: dict[str, Any]) -> Any:
+        """The cached PlainHead of ``meta`` (built now if ``heads`` has none of this version)."""
+        h = heads.get(key)
+        if h is None or h.meta is not meta:
+            p = plan(_PLAIN_GET, meta.size, meta.etag, meta.last_modified, boundary=b"")
+            h = _httphead.PlainHead(meta, *head_parts(p.status, p.headers, cache_status=HIT))
+            if len(heads) >= HEADS_MAX:
+                heads.clear()
+            heads[key] = h
+        return h
 
     def _handle_fast(self, req: Request) -> bool:
         """Answer ``req`` synchronously if that needs no I/O; False to hand it to the task."""
@@ -453,6 +460,8 @@ class HttpProtocol(asyncio.Protocol):
         if (req.range is None and req.if_match is None and req.if_none_match is None
                 and req.if_modified_since is None and req.if_unmodified_since is None):
             return self._handle_plain(req, meta, tenant)
+        if req.range is not None and _LANE is not None:
+            self._plain_head(req.key, meta, tenant.heads)    # the lane's next ranges need it
         try:
             p = self._plan(req, meta)
         except RangeNotSatisfiable as err:

@@ -339,6 +339,16 @@ def test_one_byte_range_takes_the_lane(served, key) -> None:
     assert out.count(b"HTTP/1.1 206 Partial Content\r\n") == len(heads) - beyond
 
 
+def test_ranges_alone_take_the_lane_from_the_second(served) -> None:
+    """A download manager never sends a plain GET: its first range builds the cached head."""
+    app, loop = served
+    heads = app.tenants["acme"].heads
+    heads.pop("k9.bin", None)
+    ranges = [get("k9.bin", extra=f"Range: bytes={i}-{i + 99}\r\n") for i in (0, 100, 200)]
+    _, _, seen = exchange(app, loop, ranges, True)
+    assert seen == 1 and "k9.bin" in heads
+
+
 def test_field_names_the_lane_declines_are_those_of_kinds(served) -> None:
     """Every field the request path reads (KINDS) but Host and Connection, and Upgrade, sends
     the head to the general path whatever its case; any other field is ignored."""
