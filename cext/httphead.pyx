@@ -126,41 +126,83 @@ cdef bint _plain_target(const unsigned char* t, Py_ssize_t n) noexcept:
     return True
 
 
+cdef Py_ssize_t _request_line(const unsigned char* s, Py_ssize_t i, Py_ssize_t end,
+                              Py_ssize_t max_url, Py_ssize_t* r) noexcept:
+    """Read ``(GET|HEAD) SP /target SP HTTP/1.(0|1) CRLF`` (target characters ``TARGET``, at
+    most ``max_url`` of them) at ``s[i:end]``: the index after it, or 0 if it is not there.
+    ``r``: [1 for HEAD, target start, target end, minor version]. ``end - i`` >= 18."""
+    if s[i] == 71 and s[i + 1] == 69 and s[i + 2] == 84 and s[i + 3] == 32:          # "GET "
+        r[0] = 0
+        i += 4
+    elif (s[i] == 72 and s[i + 1] == 69 and s[i + 2] == 65 and s[i + 3] == 68
+          and s[i + 4] == 32):                                                         # "HEAD "
+        r[0] = 1
+        i += 5
+    else:
+        return 0
+    if s[i] != 47:                                                                     # "/"
+        return 0
+    r[1] = i
+    while i < end and TARGET[s[i]]:
+        i += 1
+    if i - r[1] > max_url or end - i < 13:
+        return 0
+    # " HTTP/1.x\r\n"
+    if not (s[i] == 32 and s[i + 1] == 72 and s[i + 2] == 84 and s[i + 3] == 84
+            and s[i + 4] == 80 and s[i + 5] == 47 and s[i + 6] == 49 and s[i + 7] == 46
+            and (s[i + 8] == 48 or s[i + 8] == 49) and s[i + 9] == 13 and s[i + 10] == 10):
+        return 0
+    r[2] = i
+    r[3] = s[i + 8] - 48
+    return i + 11
+
+
+cdef Py_ssize_t _field_line(const unsigned char* s, Py_ssize_t i, Py_ssize_t end,
+                            Py_ssize_t* r) noexcept:
+    """Read ``token ":" *(HTAB / SP / VCHAR) CRLF`` at ``s[i:end]``: the index after it, or 0
+    if it is not there. ``r``: [name start, name end, value start, value end], the value
+    without its leading and trailing OWS."""
+    cdef Py_ssize_t v0, v1
+    r[0] = i
+    while i < end and TCHAR[s[i]]:
+        i += 1
+    if i == r[0] or i >= end or s[i] != 58:                                            # ":"
+        return 0
+    r[1] = i
+    i += 1
+    v0 = i
+    while i < end and VCHAR[s[i]]:
+        i += 1
+    if i + 1 >= end or s[i] != 13 or s[i + 1] != 10:
+        return 0
+    v1 = i
+    while v0 < v1 and _ows(s[v0]):
+        v0 += 1
+    while v1 > v0 and _ows(s[v1 - 1]):
+        v1 -= 1
+    r[2] = v0
+    r[3] = v1
+    return i + 2
+
+
 def scan(bytes data, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t max_url_length,
          Py_ssize_t max_headers):
     cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
-    cdef Py_ssize_t i, t0, nlines = 0, k0, k1, v0, v1, j
+    cdef Py_ssize_t i, t0, nlines = 0, j
+    cdef Py_ssize_t r[4]
     cdef object method, target, name, value, kind_obj, prior, host, key
     cdef int minor, kind, conn = 0
     cdef char* w
     if pos < 0 or end > n or end - pos < 18:
         return None
-    i = pos
-    if s[i] == 71 and s[i + 1] == 69 and s[i + 2] == 84 and s[i + 3] == 32:          # "GET "
-        method = _GET
-        i += 4
-    elif (s[i] == 72 and s[i + 1] == 69 and s[i + 2] == 65 and s[i + 3] == 68
-          and s[i + 4] == 32):                                                         # "HEAD "
-        method = _HEAD
-        i += 5
-    else:
+    i = _request_line(s, pos, end, max_url_length, r)
+    if not i:
         return None
-    if s[i] != 47:                                                                     # "/"
-        return None
-    t0 = i
-    while i < end and TARGET[s[i]]:
-        i += 1
-    if i - t0 > max_url_length or end - i < 13:
-        return None
-    # " HTTP/1.x\r\n"
-    if not (s[i] == 32 and s[i + 1] == 72 and s[i + 2] == 84 and s[i + 3] == 84
-            and s[i + 4] == 80 and s[i + 5] == 47 and s[i + 6] == 49 and s[i + 7] == 46
-            and (s[i + 8] == 48 or s[i + 8] == 49) and s[i + 9] == 13 and s[i + 10] == 10):
-        return None
-    target = data[t0:i]
-    minor = s[i + 8] - 48
-    i += 11
+    method = _HEAD if r[0] else _GET
+    t0 = r[1]
+    target = data[t0:r[2]]
+    minor = <int>r[3]
     cdef list headers = []
     cdef dict fields = {}
     duplicate = None
@@ -171,32 +213,17 @@ def scan(bytes data, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t max_url_length,
             if s[i + 1] == 10 and i + 2 == end:
                 break
             return None
-        k0 = i
-        while i < end and TCHAR[s[i]]:
-            i += 1
-        if i == k0 or i >= end or s[i] != 58:                                          # ":"
+        i = _field_line(s, i, end, r)
+        if not i:
             return None
-        k1 = i
-        i += 1
-        v0 = i
-        while i < end and VCHAR[s[i]]:
-            i += 1
-        if i + 1 >= end or s[i] != 13 or s[i + 1] != 10:
-            return None
-        v1 = i
-        i += 2
         nlines += 1
         if nlines > max_headers:
             return None
-        name = PyBytes_FromStringAndSize(NULL, k1 - k0)
+        name = PyBytes_FromStringAndSize(NULL, r[1] - r[0])
         w = PyBytes_AS_STRING(name)
-        for j in range(k1 - k0):
-            w[j] = <char>_lower(s[k0 + j])
-        while v0 < v1 and _ows(s[v0]):
-            v0 += 1
-        while v1 > v0 and _ows(s[v1 - 1]):
-            v1 -= 1
-        value = data[v0:v1]
+        for j in range(r[1] - r[0]):
+            w[j] = <char>_lower(s[r[0] + j])
+        value = data[r[2]:r[3]]
         headers.append((name, value))
         kind_obj = _KINDS.get(name)
         if kind_obj is None:
@@ -214,7 +241,7 @@ def scan(bytes data, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t max_url_length,
             prior = fields.get(name)
             fields[name] = value if prior is None else prior + b", " + value
         elif kind == _CONNECTION:
-            j = _connection(s + v0, v1 - v0)
+            j = _connection(s + r[2], r[3] - r[2])
             if j < 0:
                 return None
             conn |= j
@@ -285,7 +312,8 @@ cdef Py_ssize_t _lane_head(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n,
     ``max_head`` bytes and present in full. ``out``: [is_head, target start, target end, host
     start, host end, Range value start, Range value end (both 0: no Range)].
     """
-    cdef Py_ssize_t i = pos, t0, k0, k1, v0, v1, lines = 0, limit = n
+    cdef Py_ssize_t i, lines = 0, limit = n
+    cdef Py_ssize_t r[4]
     cdef int kind, conn = 0
     cdef bint host = False
     out[3] = out[4] = out[5] = out[6] = 0
@@ -293,29 +321,13 @@ cdef Py_ssize_t _lane_head(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n,
         limit = pos + max_head
     if limit - pos < 18:
         return 0
-    if s[i] == 71 and s[i + 1] == 69 and s[i + 2] == 84 and s[i + 3] == 32:      # "GET "
-        out[0] = 0
-        i += 4
-    elif (s[i] == 72 and s[i + 1] == 69 and s[i + 2] == 65 and s[i + 3] == 68
-          and s[i + 4] == 32):                                                     # "HEAD "
-        out[0] = 1
-        i += 5
-    else:
+    i = _request_line(s, pos, limit, max_url, r)
+    if (not i or r[3] != 1 or r[2] - r[1] < 2
+            or not _plain_target(s + r[1], r[2] - r[1])):
         return 0
-    if s[i] != 47:
-        return 0
-    t0 = i
-    while i < limit and TARGET[s[i]]:
-        i += 1
-    if i - t0 < 2 or i - t0 > max_url or limit - i < 13 or not _plain_target(s + t0, i - t0):
-        return 0
-    if not (s[i] == 32 and s[i + 1] == 72 and s[i + 2] == 84 and s[i + 3] == 84
-            and s[i + 4] == 80 and s[i + 5] == 47 and s[i + 6] == 49 and s[i + 7] == 46
-            and s[i + 8] == 49 and s[i + 9] == 13 and s[i + 10] == 10):           # " HTTP/1.1"
-        return 0
-    out[1] = t0
-    out[2] = i
-    i += 11
+    out[0] = r[0]
+    out[1] = r[1]
+    out[2] = r[2]
     while True:
         if i + 2 > limit:
             return 0
@@ -323,45 +335,30 @@ cdef Py_ssize_t _lane_head(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n,
             if s[i + 1] == 10 and host and not (conn & 1):
                 return i + 2
             return 0
-        k0 = i
-        while i < limit and TCHAR[s[i]]:
-            i += 1
-        if i == k0 or i >= limit or s[i] != 58:
+        i = _field_line(s, i, limit, r)
+        if not i:
             return 0
-        k1 = i
-        i += 1
-        v0 = i
-        while i < limit and VCHAR[s[i]]:
-            i += 1
-        if i + 1 >= limit or s[i] != 13 or s[i + 1] != 10:
-            return 0
-        v1 = i
-        i += 2
         lines += 1
         if lines > max_headers:
             return 0
-        kind = _lane_field(s + k0, k1 - k0)
+        kind = _lane_field(s + r[0], r[1] - r[0])
         if kind == F_OTHER:
             continue
         if kind == F_DECLINE:
             return 0
-        while v0 < v1 and _ows(s[v0]):
-            v0 += 1
-        while v1 > v0 and _ows(s[v1 - 1]):
-            v1 -= 1
         if kind == F_HOST:
-            if host or not _valid_host(s + v0, v1 - v0):
+            if host or not _valid_host(s + r[2], r[3] - r[2]):
                 return 0                    # a repeated or bad Host is a 400: the general path
             host = True
-            out[3] = v0
-            out[4] = v1
+            out[3] = r[2]
+            out[4] = r[3]
         elif kind == F_RANGE:
             if out[6] or out[0]:
                 return 0                    # a repeated Range is a 400; HEAD ignores Range
-            out[5] = v0
-            out[6] = v1
+            out[5] = r[2]
+            out[6] = r[3]
         else:
-            kind = _connection(s + v0, v1 - v0)
+            kind = _connection(s + r[2], r[3] - r[2])
             if kind < 0:
                 return 0
             conn |= kind
