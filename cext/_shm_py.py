@@ -23,14 +23,14 @@ from typing import Any, Self, final
 from ._slab import ALIGN, class_sizes, round_up
 
 MAGIC = 0x01_4D_48_53_45_47_44_45  # b"EDGESHM\x01" read as a little-endian uint64
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 IMPL = 2  # this region is driven by the Python twin
-GONE, FILLING, READY = 0, 1, 2
+GONE, FILLING, READY, ORPHANED = 0, 1, 2, 3
 MAX_WORKERS = 62
 COUNTERS = ("alloc_failures", "index_full", "lock_recoveries", "worker_recoveries",
             "evictions", "evict_busy", "fills_begun", "fills_finished", "fills_failed",
             "deferred_frees", "index_rebuilds", "pins_recovered", "fills_dropped", "repairs",
-            "swept", "removed")
+            "swept", "removed", "fills_orphaned", "fills_taken_over", "adopted")
 
 # header word indices (see cext/shm.pxd)
 (H_MAGIC, H_VERSION, H_IMPL, H_CTL_SIZE, H_ARENA_SIZE, H_PAGE_SIZE, H_MIN_CHUNK, H_NCLASSES,
@@ -41,7 +41,7 @@ H_COUNTERS = 32
 (K_ALLOC_FAILURES, K_INDEX_FULL, K_LOCK_RECOVERIES, K_WORKER_RECOVERIES, K_EVICTIONS,
  K_EVICT_BUSY, K_FILLS_BEGUN, K_FILLS_FINISHED, K_FILLS_FAILED, K_DEFERRED_FREES,
  K_INDEX_REBUILDS, K_PINS_RECOVERED, K_FILLS_DROPPED, K_REPAIRS, K_SWEPT,
- K_REMOVED) = range(H_COUNTERS, H_COUNTERS + 16)
+ K_REMOVED, K_FILLS_ORPHANED, K_FILLS_TAKEN_OVER, K_ADOPTED) = range(H_COUNTERS, H_COUNTERS + 19)
 HDR_MUTEX = 512
 HDR_SIZE = 1024
 SECTIONS = ("classes", "workers", "page_class", "page_used", "page_carved", "free_pages",
@@ -74,8 +74,19 @@ def _hash(oid: bytes, idx: int) -> int:
     return _mix(int.from_bytes(oid[:8], "little") ^ ((idx * 0x9E3779B97F4A7C15) & _M64))
 
 
+_ORPHAN = 0xFF  # owner of a FILLING entry whose owner died (waiting for take_fill)
+
+
 def _fsw(filled: int, state: int, owner: int) -> int:
     return filled | (state << 32) | (owner << 40)
+
+
+def _state(fsw: int) -> int:
+    """The API state of an entry's fsw word: FILLING with owner ORPHAN reads ORPHANED."""
+    st = (fsw >> 32) & 0xFF
+    if st == FILLING and (fsw >> 40) & 0xFF == _ORPHAN:
+        return ORPHANED
+    return st
 
 
 def layout(arena_size: int, page_size: int, sizes: list[int], max_workers: int,
@@ -122,14 +133,21 @@ def _check_params(arena_size: Any, page_size: Any, min_chunk: Any, growth: Any,
     return index_capacity
 
 
-def _open_file(path: str, size: int, create: bool) -> Any:
-    """Open (or create, sized and fallocated) one of the two files."""
+def _open_file(path: str, size: int, create: bool, keep: bool = False) -> Any:
+    """Open (or create, sized and fallocated) the arena file, flocked (exclusively while
+    created, shared once attached); ``keep``: an existing file of exactly ``size`` bytes keeps
+    its bytes."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600) if create else os.open(path, os.O_RDWR)
     f = open(fd, "r+b", buffering=0)
     try:
-        if create:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if create else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"arena file {path} is in use by another process") from None
+        if create and not (keep and os.fstat(fd).st_size == size):
             os.ftruncate(fd, 0)  # a fresh create zeroes the region
             os.ftruncate(fd, size)
+        if create:
             try:
                 os.posix_fallocate(fd, 0, size)
             except OSError as exc:
@@ -146,6 +164,22 @@ def _open_file(path: str, size: int, create: bool) -> Any:
 def wake_name(nonce: int, worker_id: int) -> bytes:
     """Abstract AF_UNIX name of a worker's wake-up socket."""
     return b"\0edge-shm-%016x-%d" % (nonce, worker_id)
+
+
+def _adoptable(entries: Any) -> list[tuple[bytes, int, int, int, int]]:
+    """``adopt``'s argument as a list of checked (oid, idx, offset, length, checksum)."""
+    out = []
+    for item in entries:
+        oid, idx, off, length, checksum = item
+        _oid(oid)
+        for name, v in (("idx", idx), ("offset", off), ("length", length),
+                        ("checksum", checksum)):
+            if type(v) is not int:
+                raise ValueError(f"adopt: {name} must be an int (got {v!r:.40})")
+        if not 0 <= checksum < 1 << 64:
+            raise ValueError(f"adopt: checksum out of range (got {checksum})")
+        out.append((oid, idx, off, length, checksum))
+    return out
 
 
 def _oid(oid: Any) -> bytes:
@@ -184,8 +218,10 @@ class SharedCache:
     @classmethod
     def create(cls, path: str, arena_size: int, page_size: int = 1 << 20, *,
                min_chunk: int = 1024, growth: float = 1.25, max_workers: int = 16,
-               index_capacity: int | None = None, prefault: bool = False) -> SharedCache:
-        """Create (or re-create, empty) the arena file ``path`` and its ``path.ctl``."""
+               index_capacity: int | None = None, prefault: bool = False,
+               keep_arena: bool = False) -> SharedCache:
+        """Create (or re-create, empty) the arena file ``path`` and its ``path.ctl``;
+        ``keep_arena``: an arena file of exactly ``arena_size`` bytes keeps its bytes."""
         self = cls(_TOKEN)
         cap = _check_params(arena_size, page_size, min_chunk, growth, max_workers, index_capacity)
         sizes = class_sizes(page_size, min_chunk, float(growth))
@@ -201,7 +237,7 @@ class SharedCache:
             os.ftruncate(ctl.fileno(), lay["ctl_size"])
             os.posix_fallocate(ctl.fileno(), 0, lay["ctl_size"])
             self._ctl_file = ctl
-            self._arena_file = _open_file(path, arena_size, True)
+            self._arena_file = _open_file(path, arena_size, True, keep_arena)
             hq = memoryview(mmap.mmap(ctl.fileno(), HDR_SIZE)).cast("Q")  # header first
             try:
                 hq[H_VERSION] = LAYOUT_VERSION
@@ -243,6 +279,7 @@ class SharedCache:
             if rc:
                 raise OSError(rc, f"pthread_mutex_init: {os.strerror(rc)}")
             self._h[H_MAGIC] = MAGIC  # last: a half-created region never attaches
+            fcntl.flock(self._arena_file.fileno(), fcntl.LOCK_SH)
             fcntl.flock(ctl.fileno(), fcntl.LOCK_SH)
         except BaseException:
             self.close()
@@ -512,7 +549,7 @@ class SharedCache:
                 self._cword[slot] = w | self._bit
             self._counts[slot] = self._counts.get(slot, 0) + 1
             self._hits += 1
-            return (off, length, (fsw >> 32) & 0xFF, fsw & 0xFFFFFFFF, g)
+            return (off, length, _state(fsw), fsw & 0xFFFFFFFF, g)
         finally:
             self._unlock()
 
@@ -527,7 +564,7 @@ class SharedCache:
             if i < 0 or self._iq[i * 8] != gen:
                 return (GONE, 0)
             fsw = self._iq[i * 8 + 5]
-            return ((fsw >> 32) & 0xFF, fsw & 0xFFFFFFFF)
+            return (_state(fsw), fsw & 0xFFFFFFFF)
         finally:
             self._unlock()
 
@@ -642,8 +679,8 @@ class SharedCache:
         if f is None:
             raise ValueError(f"offset {off} is not a fill of worker {self._wid}")
         i = self._find(f[0], f[1])
-        if i < 0 or self._iq[i * 8] != f[2]:
-            return -1
+        if i < 0 or self._iq[i * 8] != f[2] or (self._iq[i * 8 + 5] >> 40) & 0xFF != self._wid:
+            return -1  # gone, or no longer ours (recovered as dead, taken over)
         return i
 
     def advance_fill(self, off: int, filled: int) -> bool:
@@ -724,7 +761,33 @@ class SharedCache:
             fsw = self._iq[i * 8 + 5]
             if (fsw >> 32) & 0xFF == FILLING:
                 self._iq[i * 8 + 7] |= self._bit
-            return ((fsw >> 32) & 0xFF, fsw & 0xFFFFFFFF)
+            return (_state(fsw), fsw & 0xFFFFFFFF)
+        finally:
+            self._unlock()
+
+    def take_fill(self, oid: bytes, idx: int, gen: int) -> int | None:
+        """Take over the orphaned fill of entry (oid, idx, gen): the bytes already filled, or
+        None if it is not (or no longer) an orphan. The caller must pin the chunk."""
+        o = _oid(oid)
+        self._check_worker()
+        self._lock()
+        try:
+            i = self._find(o, idx)
+            if i < 0 or self._iq[i * 8] != gen:
+                return None
+            fsw = self._iq[i * 8 + 5]
+            if _state(fsw) != ORPHANED:
+                return None
+            off = self._entry(i)[4]
+            slot = self._slot_of(off)
+            if self._counts.get(slot, 0) == 0:
+                raise ValueError(f"take_fill: worker {self._wid} does not pin the chunk at "
+                                 f"offset {off} (pin it first: lookup_pin)")
+            self._counts[slot] += 1
+            self._iq[i * 8 + 5] = _fsw(fsw & 0xFFFFFFFF, FILLING, self._wid)
+            self._h[K_FILLS_TAKEN_OVER] += 1
+            self._fills[off] = (o, idx, gen)
+            return fsw & 0xFFFFFFFF
         finally:
             self._unlock()
 
@@ -751,15 +814,16 @@ class SharedCache:
                 except OSError:
                     pass  # nobody bound (the worker died) or a wake-up already queued
 
-    def evict(self, oid: bytes, idx: int) -> bool:
-        """Remove READY block (oid, idx) and free its chunk, only if no worker pins it."""
+    def evict(self, oid: bytes, idx: int, gen: int = 0) -> bool | None:
+        """Remove READY block (oid, idx) (of generation ``gen`` if given) only if no worker
+        pins it: True; False if indexed but busy; None if not indexed."""
         o = _oid(oid)
         self._check_open()
         self._lock()
         try:
             i = self._find(o, idx)
-            if i < 0:
-                return False
+            if i < 0 or (gen and self._iq[i * 8] != gen):
+                return None
             _, _, _, _, off, fsw = self._entry(i)
             slot = self._slot_of(off)
             if (fsw >> 32) & 0xFF != READY or self._cword[slot] != 0:
@@ -816,7 +880,10 @@ class SharedCache:
                 i = hand
                 hand = (hand + 1) & mask
                 g, oid, idx, _, off, fsw = self._entry(i)
-                if g < 2 or (fsw >> 32) & 0xFF != READY:
+                if g < 2:
+                    continue
+                st = _state(fsw)
+                if st != READY and not (st == ORPHANED and self._iq[i * 8 + 7] == 0):
                     continue
                 slot = self._slot_of(off)
                 if slot < 0 or self._cword[slot] != 0:
@@ -845,12 +912,69 @@ class SharedCache:
                 return None
             g, _, _, length, off, fsw = self._entry(i)
             w = self._cword[self._slot_of(off)]
-            return {"offset": off, "length": length, "state": (fsw >> 32) & 0xFF,
+            return {"offset": off, "length": length, "state": _state(fsw),
                     "filled": fsw & 0xFFFFFFFF, "owner": (fsw >> 40) & 0xFF, "gen": g,
                     "checksum": self._iq[i * 8 + 6],
                     "pinned_by": [k for k in range(self._max_workers) if w >> k & 1]}
         finally:
             self._unlock()
+
+    # -- warm restart ----------------------------------------------------------------------
+
+    def ready_entries(self) -> list[tuple[bytes, int, int, int, int]]:
+        """Every READY entry as ``(oid, idx, offset, length, checksum)``."""
+        self._check_open()
+        out = []
+        self._lock()
+        try:
+            for i in range(self._cap):
+                g, oid, idx, length, off, fsw = self._entry(i)
+                if g >= 2 and (fsw >> 32) & 0xFF == READY:
+                    out.append((oid, idx, off, length, self._iq[i * 8 + 6]))
+        finally:
+            self._unlock()
+        return out
+
+    def adopt(self, entries: Any) -> list[tuple[bytes, int]]:
+        """Index blocks READY at the offsets they occupy in a kept arena (warm restart);
+        returns the refused ``(oid, idx)`` (see cext/shm.pyx)."""
+        self._check_open()
+        refused: list[tuple[bytes, int]] = []
+        items = _adoptable(entries)  # malformed input raises here, before any change
+        h = self._h
+        self._lock()
+        try:
+            for o, idx, off, length, checksum in items:
+                oid = o
+                if (not 0 <= idx <= 0xFFFFFFFF or not 0 < length <= self._page_size
+                        or not 0 <= off < self._arena_size):
+                    refused.append((oid, idx))
+                    continue
+                cls = self._class_of(length)
+                cs = self._sizes[cls]
+                page = off // self._page_size
+                rel = off - page * self._page_size
+                j = rel // cs
+                pc = self._page_class[page]
+                if (rel % cs or j >= self._getc(cls, _CPP) or (pc != _NIL and pc != cls)
+                        or self._find(o, idx) >= 0
+                        or (h[H_LIVE] + h[H_TOMBS] + 1) * 4 > self._cap * 3):
+                    refused.append((oid, idx))
+                    continue
+                slot = page * self._spp + j
+                if self._cstate[slot] != _C_FREE or self._cword[slot]:
+                    refused.append((oid, idx))
+                    continue
+                self._page_class[page] = cls
+                self._cstate[slot] = _C_USED
+                gen = h[H_NEXT_GEN]
+                h[H_NEXT_GEN] = gen + 1
+                self._insert(o, idx, length, off, gen, _fsw(length, READY, 0), checksum, 0)
+                h[K_ADOPTED] += 1
+            self._rebuild()
+        finally:
+            self._unlock()
+        return refused
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -865,7 +989,7 @@ class SharedCache:
 
     def _recover(self, w: int) -> dict[str, int]:
         bit = 1 << w
-        mask = chunks = fills = 0
+        mask = chunks = fills = orphaned = 0
         q, cword, cstate = self._iq, self._cword, self._cstate
         self._lock()
         try:
@@ -874,12 +998,25 @@ class SharedCache:
                     continue
                 q[i * 8 + 7] &= ~bit
                 fsw = q[i * 8 + 5]
-                if (fsw >> 32) & 0xFF == FILLING and (fsw >> 40) & 0xFF == w:
-                    cword[self._slot_of(self._entry(i)[4])] |= _DEFERRED
-                    mask |= q[i * 8 + 7]
-                    q[i * 8 + 7] = 0
-                    self._remove_entry(i)
-                    fills += 1
+                if (fsw >> 32) & 0xFF != FILLING:
+                    continue
+                owner = (fsw >> 40) & 0xFF
+                if owner != w and owner != _ORPHAN:
+                    continue
+                slot = self._slot_of(self._entry(i)[4])
+                if cword[slot] & _WORKERS_MASK & ~bit or q[i * 8 + 7]:
+                    # a reader in another worker: keep what landed for it to take over
+                    if owner == w:
+                        q[i * 8 + 5] = _fsw(fsw & 0xFFFFFFFF, FILLING, _ORPHAN)
+                        mask |= q[i * 8 + 7]
+                        q[i * 8 + 7] = 0
+                        orphaned += 1
+                    continue
+                cword[slot] |= _DEFERRED
+                mask |= q[i * 8 + 7]
+                q[i * 8 + 7] = 0
+                self._remove_entry(i)
+                fills += 1
             for slot in range(self._npages * self._spp):
                 old = cword[slot]
                 if not old:
@@ -896,15 +1033,21 @@ class SharedCache:
             self._h[K_WORKER_RECOVERIES] += 1
             self._h[K_PINS_RECOVERED] += chunks
             self._h[K_FILLS_DROPPED] += fills
+            self._h[K_FILLS_ORPHANED] += orphaned
         finally:
             self._unlock()
         self._wake(mask)
-        return {"chunks": chunks, "fills": fills}
+        return {"chunks": chunks, "fills": fills, "orphaned": orphaned}
 
     def _repair(self) -> None:
         """Rebuild index + allocator from the live entries and per-chunk USED bytes."""
+        self._h[K_REPAIRS] += 1
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Keep the entries that point at a USED chunk of the right class (once each), then
+        derive the allocator from them, the page classes and the USED bytes."""
         h, q, cword, cstate = self._h, self._iq, self._cword, self._cstate
-        h[K_REPAIRS] += 1
         ref: set[int] = set()
         for i in range(self._cap):
             g, _, _, length, off, _ = self._entry(i)

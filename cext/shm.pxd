@@ -34,7 +34,7 @@ cdef enum:
     H_OFF_INDEX = 26
     H_SWEEP_HAND = 27      # next index slot evict_sweep() looks at (a hint, taken modulo the capacity)
     H_COUNTERS = 32        # first of NCOUNTERS shared counters, updated under the mutex
-    NCOUNTERS = 16
+    NCOUNTERS = 19
     HDR_MUTEX = 512        # byte offset of the robust pthread mutex (64 bytes reserved)
     HDR_SIZE = 1024        # bytes of header; the sections follow
 
@@ -65,6 +65,8 @@ cdef struct Entry:
     uint32_t length        # block length in bytes
     int64_t off            # arena offset of the block's chunk
     uint64_t fsw           # atomic: filled bytes (low 32) | state << 32 | owner worker << 40
+                           # (owner ORPHAN = 0xFF: a FILLING entry whose owner died, waiting
+                           # for a reader to take it over with take_fill)
     uint64_t checksum      # xxh3-64 of the block, set by finish_fill before state READY
     uint64_t waiters       # atomic: bit w = worker w wants a wake-up on the next progress
 
@@ -131,6 +133,7 @@ cdef class SharedCache:
                      uint64_t gen, uint64_t fsw, uint64_t checksum, uint64_t waiters) noexcept nogil
     cdef int _rebuild_index(self) except -1
     cdef int _repair(self) except -1
+    cdef int _rebuild(self) except -1
     cdef int _unpin_slot(self, int64_t slot) except -1
     cdef int64_t _own_fill(self, object off) except -2
     cdef int64_t _slot_checked(self, object off) except -1

@@ -13,6 +13,7 @@ IMPL: Final[int]                 # 1 = compiled module, 2 = Python twin
 GONE: Final[int]                 # 0: the entry was removed (fill failed, owner died) or replaced
 FILLING: Final[int]              # 1: being filled by its owner; [0, filled) is readable
 READY: Final[int]                # 2: complete and verified; a hit
+ORPHANED: Final[int]             # 3: FILLING, but its owner died: a reader take_fill()s it
 MAX_WORKERS: Final[int]          # 62
 COUNTERS: Final[tuple[str, ...]]
 
@@ -44,10 +45,12 @@ class SharedCache:
         max_workers: int = 16,
         index_capacity: int | None = None,   # power of two; default >= 16 per page, >= 1024
         prefault: bool = False,
+        keep_arena: bool = False,
     ) -> SharedCache:
         """Create (or re-create, empty) ``path`` (the arena) and ``path + ".ctl"``; refused
-        while any process has them attached. The handle has worker_id -1: recover, evict,
-        stats, check; no pins, no fills."""
+        while any process has them in use. The handle has worker_id -1: recover, evict,
+        adopt, stats, check; no pins, no fills. ``keep_arena``: an arena file of exactly
+        ``arena_size`` bytes keeps its bytes (for ``adopt``); otherwise it is zeroed."""
     @classmethod
     def attach(cls, path: str, worker_id: int) -> SharedCache:
         """Attach worker ``worker_id``; recovers the id's previous process if it died
@@ -95,9 +98,15 @@ class SharedCache:
         """Remove the fill (never a hit); its chunk is freed at its last unpin."""
     def watch(self, oid: bytes, idx: int, gen: int) -> tuple[int, int]:
         """Arm one wake-up for the next progress; returns (state, filled) now."""
+    def take_fill(self, oid: bytes, idx: int, gen: int) -> int | None:
+        """Become the owner of that ORPHANED fill (the caller pins it): the bytes filled so
+        far (continue from there, with one more pin: the fill's); None unless it is still an
+        orphan (another reader took it, it finished, it went). One winner per orphan."""
     def drain_wakeups(self) -> int: ...
-    def evict(self, oid: bytes, idx: int) -> bool:
-        """Remove and free a READY block only if no worker pins it."""
+    def evict(self, oid: bytes, idx: int, gen: int = 0) -> bool | None:
+        """Remove and free a READY block (of that generation, if ``gen``) only if no worker
+        pins it: True; False if it is indexed but busy (pinned, not READY); None if it is
+        not indexed (or is another generation)."""
     def remove(self, oid: bytes, idx: int) -> bool:
         """Remove (oid, idx) whatever its state (purge); a pinned chunk is freed at its last
         unpin; watchers of a FILLING entry see GONE. True if it was indexed."""
@@ -107,8 +116,14 @@ class SharedCache:
         policy tracks); returns the evicted (oid, idx)."""
     def info(self, oid: bytes, idx: int) -> dict[str, Any] | None: ...
     def recover_worker(self, worker_id: int) -> dict[str, int]:
-        """After a worker died: clear its pins ({"chunks": n}) and drop its fills
-        ({"fills": m})."""
+        """After a worker died: clear its pins ({"chunks": n}); its fills another worker
+        reads become orphans ({"orphaned": k}), the others (and orphans nobody reads any
+        more) are dropped ({"fills": m})."""
+    def ready_entries(self) -> list[tuple[bytes, int, int, int, int]]:
+        """Every READY block as (oid, idx, offset, length, checksum): what a clean stop saves."""
+    def adopt(self, entries: list[tuple[bytes, int, int, int, int]]) -> list[tuple[bytes, int]]:
+        """Index READY blocks at their offsets in a kept arena (warm restart, before any
+        worker attaches); returns the refused (oid, idx). Verify checksums afterwards."""
     def check(self) -> dict[str, int]:
         """Verify every invariant (quiescent moments); RuntimeError listing violations."""
     def stats(self) -> dict[str, Any]: ...

@@ -40,9 +40,9 @@ whoever clears the last worker bit). A pin CAS refuses a word carrying either fl
 Fills (single-flight across workers). ``begin_fill`` allocates a chunk, pins it for the caller
 and inserts the entry FILLING with the caller as owner; another worker finds FILLING and may
 stream ``[0, filled)``. Only the owner advances ``filled`` (and only forwards) and only an entry
-filled to exactly its length can become READY, with its checksum. ``fail_fill`` and
-``recover_worker`` remove a FILLING entry (never promote it): the chunk is DEFERRED until its
-readers unpin. State and filled share one atomic word, so a reader never sees READY with a
+filled to exactly its length can become READY, with its checksum. ``fail_fill`` (and
+``recover_worker``, for a fill no other worker reads) removes a FILLING entry, never promotes
+it: the chunk is DEFERRED until its readers unpin. State and filled share one atomic word, so a reader never sees READY with a
 stale count.
 
 Wake-ups. Each worker binds an AF_UNIX datagram socket in the abstract namespace, named from a
@@ -57,8 +57,20 @@ the same worker id.
 
 Recovery. ``recover_worker(w)`` (the supervisor, after a worker died; also done by ``attach``
 when the id's previous process did not detach) clears bit ``w`` from every chunk word, frees
-the DEFERRED chunks that leaves unpinned, and removes the FILLING entries ``w`` owned. READY
-entries are untouched: a READY block was verified before it was published.
+the DEFERRED chunks that leaves unpinned, and deals with the FILLING entries ``w`` owned: one
+that another worker pins or watches (a reader of it) is *orphaned* -- it stays indexed,
+FILLING, with what landed so far, its owner set to ORPHAN (0xFF) and its watchers woken; the
+others are removed. Readers see an orphan as state ORPHANED; one of them re-elects itself
+with ``take_fill`` (under the mutex: exactly one wins) and continues the fill from ``filled``
+(the bytes below it were published by the dead owner only after they landed). An orphan that
+nobody pins or watches any more is removed by the next recovery or ``evict_sweep``. Only the
+owner recorded in the entry may advance, finish or fail it. READY entries are untouched: a
+READY block was verified before it was published.
+
+Warm restart. ``create(keep_arena=True)`` keeps the bytes of an existing arena file of the
+right size (the control file is always made anew: nothing in it is trusted after a stop), and
+``adopt`` re-indexes blocks READY at the offsets a clean stop recorded (``ready_entries``).
+The caller verifies their checksums before any worker attaches (edge/cache/shared.py).
 
 Limits: at most 62 worker ids (one bit each in the 64-bit chunk word); one handle per process
 per worker id, used from one thread (its pin counts are private and unsynchronised).
@@ -99,14 +111,14 @@ cdef extern from "includes/shm_atomics.h" nogil:
     int SHM_ENOTRECOVERABLE
 
 MAGIC = 0x01_4D_48_53_45_47_44_45   # b"EDGESHM\x01" read as a little-endian uint64
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 IMPL = 1                               # this region is driven by the compiled module
-GONE, FILLING, READY = 0, 1, 2         # entry states as the API reports them
+GONE, FILLING, READY, ORPHANED = 0, 1, 2, 3   # entry states as the API reports them
 MAX_WORKERS = 62
 COUNTERS = ("alloc_failures", "index_full", "lock_recoveries", "worker_recoveries",
             "evictions", "evict_busy", "fills_begun", "fills_finished", "fills_failed",
             "deferred_frees", "index_rebuilds", "pins_recovered", "fills_dropped", "repairs",
-            "swept", "removed")
+            "swept", "removed", "fills_orphaned", "fills_taken_over", "adopted")
 
 cdef enum:
     NIL = -1
@@ -116,6 +128,8 @@ cdef enum:
     G_TOMB = 1            # entry generation of a removed slot (a probe continues)
     S_FILLING = 1
     S_READY = 2
+    S_ORPHANED = 3        # API only: an entry FILLING with owner ORPHAN
+    ORPHAN = 0xFF         # owner of a FILLING entry whose owner died (fsw bits 40..47)
     RETRIES = 4           # lookup retries when a slot changes under the reader
 
 # counters: index into the header words
@@ -136,6 +150,9 @@ cdef enum:
     K_REPAIRS
     K_SWEPT
     K_REMOVED
+    K_FILLS_ORPHANED
+    K_FILLS_TAKEN_OVER
+    K_ADOPTED
 
 cdef uint64_t DEFERRED = (<uint64_t>1) << 62   # chunk word: removed while pinned
 cdef uint64_t FREEING = (<uint64_t>1) << 63    # chunk word: an evictor owns it (set from 0)
@@ -156,6 +173,14 @@ cdef inline uint64_t _hash(const uint8_t* oid, uint32_t idx) noexcept nogil:
 
 cdef inline uint64_t _fsw(uint64_t filled, uint64_t state, uint64_t owner) noexcept nogil:
     return filled | (state << 32) | (owner << 40)
+
+
+cdef inline int _state(uint64_t fsw) noexcept nogil:
+    """The API state of an entry's fsw word: FILLING with owner ORPHAN reads ORPHANED."""
+    cdef int st = (fsw >> 32) & 0xFF
+    if st == S_FILLING and (fsw >> 40) & 0xFF == ORPHAN:
+        return S_ORPHANED
+    return st
 
 
 def layout(arena_size, page_size, sizes, max_workers, index_capacity):
@@ -200,17 +225,25 @@ def _check_params(arena_size, page_size, min_chunk, growth, max_workers, index_c
     return index_capacity
 
 
-def _open_file(path, size, create):
-    """Open (or create, sized and fallocated) one of the two files."""
+def _open_file(path, size, create, keep=False):
+    """Open (or create, sized and fallocated) the arena file, flocked: exclusively while it
+    is being created (refused while a process uses it, e.g. a one-worker edge's private
+    arena), shared once attached. ``keep``: an existing file of exactly ``size`` bytes keeps
+    its bytes (a warm restart); anything else is zeroed."""
     if create:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     else:
         fd = os.open(path, os.O_RDWR)
     f = open(fd, "r+b", buffering=0)
     try:
-        if create:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if create else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"arena file {path} is in use by another process") from None
+        if create and not (keep and os.fstat(fd).st_size == size):
             os.ftruncate(fd, 0)      # a fresh create zeroes the region
             os.ftruncate(fd, size)
+        if create:
             try:
                 os.posix_fallocate(fd, 0, size)
             except OSError as exc:
@@ -227,6 +260,22 @@ def _open_file(path, size, create):
 def wake_name(nonce, worker_id):
     """Abstract AF_UNIX name of a worker's wake-up socket."""
     return b"\0edge-shm-%016x-%d" % (nonce, worker_id)
+
+
+def _adoptable(entries):
+    """``adopt``'s argument as a list of checked (oid, idx, offset, length, checksum)."""
+    out = []
+    for item in entries:
+        oid, idx, off, length, checksum = item
+        _oid(oid)
+        for name, v in (("idx", idx), ("offset", off), ("length", length),
+                        ("checksum", checksum)):
+            if type(v) is not int:
+                raise ValueError(f"adopt: {name} must be an int (got {v!r:.40})")
+        if not 0 <= checksum < 1 << 64:
+            raise ValueError(f"adopt: checksum out of range (got {checksum})")
+        out.append((oid, idx, off, length, checksum))
+    return out
 
 
 cdef const uint8_t* _oid(object oid) except NULL:
@@ -261,11 +310,13 @@ cdef class SharedCache:
 
     @classmethod
     def create(cls, path, arena_size, page_size=1 << 20, *, min_chunk=1024, growth=1.25,
-               max_workers=16, index_capacity=None, prefault=False):
+               max_workers=16, index_capacity=None, prefault=False, keep_arena=False):
         """Create (or re-create, empty) the arena file ``path`` and its ``path.ctl``.
 
-        Refused while any process has the region attached. Returns the supervisor's handle
-        (worker id -1: it may recover workers and read stats, not pin or fill).
+        Refused while any process has the region (or the arena file) in use. Returns the
+        supervisor's handle (worker id -1: it may recover workers, adopt, read stats, not pin
+        or fill). ``keep_arena``: an existing arena file of exactly ``arena_size`` bytes keeps
+        its bytes for ``adopt`` (the index is empty all the same).
         """
         cdef SharedCache self = SharedCache.__new__(SharedCache)
         cdef Py_ssize_t i
@@ -285,7 +336,7 @@ cdef class SharedCache:
             os.ftruncate(ctl.fileno(), lay["ctl_size"])
             os.posix_fallocate(ctl.fileno(), 0, lay["ctl_size"])
             self._ctl_file = ctl
-            arena = _open_file(path, arena_size, True)
+            arena = _open_file(path, arena_size, True, keep_arena)
             self._arena_file = arena
             self._map(path, prefault)
             h = self._h
@@ -320,6 +371,7 @@ cdef class SharedCache:
                 raise OSError(rc, f"pthread_mutex_init: {os.strerror(rc)}")
             shm_fence_rel()
             h[H_MAGIC] = MAGIC          # last: a half-created region never attaches
+            fcntl.flock(arena.fileno(), fcntl.LOCK_SH)
             fcntl.flock(ctl.fileno(), fcntl.LOCK_SH)
         except BaseException:
             self.close()
@@ -561,7 +613,7 @@ cdef class SharedCache:
                 continue
             fsw = shm_load_acq(&e.fsw)
             self._hits += 1
-            return (off, length, (fsw >> 32) & 0xFF, fsw & 0xFFFFFFFF, g)
+            return (off, length, _state(fsw), fsw & 0xFFFFFFFF, g)
         self._misses += 1
         return None
 
@@ -583,7 +635,7 @@ cdef class SharedCache:
             if g == gn:
                 fsw = shm_load_acq(&e.fsw)
                 if shm_load_sc(&e.gen) == gn:
-                    return ((fsw >> 32) & 0xFF, fsw & 0xFFFFFFFF)
+                    return (_state(fsw), fsw & 0xFFFFFFFF)
                 break
             j = (j + 1) & mask
         # not seen: removed, or moved by an index rebuild racing with us -- ask under the lock
@@ -592,7 +644,7 @@ cdef class SharedCache:
             j = <uint64_t>self._find(o, ix)
             if <int64_t>j >= 0 and self._index[j].gen == gn:
                 fsw = self._index[j].fsw
-                return ((fsw >> 32) & 0xFF, fsw & 0xFFFFFFFF)
+                return (_state(fsw), fsw & 0xFFFFFFFF)
         finally:
             self._unlock()
         return (GONE, 0)
@@ -710,8 +762,9 @@ cdef class SharedCache:
             raise ValueError(f"offset {off} is not a fill of worker {self._wid}")
         oid = f[0]
         i = self._find(<const uint8_t*><char*>oid, <uint32_t>f[1])
-        if i < 0 or self._index[i].gen != <uint64_t>f[2]:
-            return -1
+        if (i < 0 or self._index[i].gen != <uint64_t>f[2]
+                or (self._index[i].fsw >> 40) & 0xFF != <uint64_t>self._wid):
+            return -1     # gone, or no longer ours (recovered as dead, taken over)
         return i
 
     def advance_fill(self, off, filled):
@@ -806,7 +859,43 @@ cdef class SharedCache:
             e = &self._index[i]
             if (e.fsw >> 32) & 0xFF == S_FILLING:
                 shm_fetch_or(&e.waiters, self._bit)
-            return ((e.fsw >> 32) & 0xFF, e.fsw & 0xFFFFFFFF)
+            return (_state(e.fsw), e.fsw & 0xFFFFFFFF)
+        finally:
+            self._unlock()
+
+    def take_fill(self, oid, idx, gen):
+        """Take over the orphaned fill of entry (oid, idx, gen) -- its owner died while this
+        worker read it -- and return the bytes already filled (continue from there); None if
+        it is not (or no longer) an orphan: another reader took it, it finished or it went.
+
+        Exactly one caller wins per orphan (under the mutex). The caller must pin the chunk
+        (it is a reader of it); the winner gets one more pin, the fill's own, and owns the
+        fill from then on like one of its ``begin_fill``s (same offset and generation).
+        """
+        cdef const uint8_t* o = _oid(oid)
+        cdef int64_t i, slot
+        cdef Entry* e
+        cdef uint64_t fsw
+        self._check_worker()
+        self._lock()
+        try:
+            i = self._find(o, <uint32_t>idx)
+            if i < 0 or self._index[i].gen != <uint64_t>gen:
+                return None
+            e = &self._index[i]
+            fsw = e.fsw
+            if _state(fsw) != S_ORPHANED:
+                return None
+            slot = self._slot_of(e.off)
+            if self._counts[slot] == 0:
+                raise ValueError(f"take_fill: worker {self._wid} does not pin the chunk at "
+                                 f"offset {e.off} (pin it first: lookup_pin)")
+            self._counts[slot] += 1
+            shm_store_rel(&e.fsw, _fsw(fsw & 0xFFFFFFFF, S_FILLING, self._wid))
+            self._h[K_FILLS_TAKEN_OVER] += 1
+            off = e.off
+            self._fills[off] = (oid, idx, gen)
+            return fsw & 0xFFFFFFFF
         finally:
             self._unlock()
 
@@ -832,17 +921,20 @@ cdef class SharedCache:
                 except OSError:
                     pass   # nobody bound (the worker died) or a wake-up already queued
 
-    def evict(self, oid, idx):
-        """Remove READY block (oid, idx) and free its chunk, only if no worker pins it."""
+    def evict(self, oid, idx, gen=0):
+        """Remove READY block (oid, idx) and free its chunk, only if no worker pins it (and,
+        with ``gen``, only that generation of it). True if evicted; False if it is indexed
+        but busy (pinned, or not READY); None if it is not indexed (or another generation)."""
         cdef const uint8_t* o = _oid(oid)
         cdef int64_t i, slot
+        cdef uint64_t g = gen
         cdef Entry* e
         self._check_open()
         self._lock()
         try:
             i = self._find(o, <uint32_t>idx)
-            if i < 0:
-                return False
+            if i < 0 or (g and self._index[i].gen != g):
+                return None
             e = &self._index[i]
             slot = self._slot_of(e.off)
             if (e.fsw >> 32) & 0xFF != S_READY or not shm_cas(&self._cword[slot], 0, FREEING):
@@ -888,12 +980,13 @@ cdef class SharedCache:
         """Evict READY blocks no worker pins, walking the index from a persistent clock hand.
 
         The last resort when the policies' victims freed nothing (blocks no live worker's
-        policy tracks, e.g. a dead worker's). Stops once the freed chunks add up to
-        ``nbytes`` or after looking at ``max_probe`` index slots. Returns the evicted
-        ``(oid, idx)`` pairs.
+        policy tracks, e.g. a dead worker's). Orphaned fills nobody pins or watches any more
+        go too. Stops once the freed chunks add up to ``nbytes`` or after looking at
+        ``max_probe`` index slots. Returns the evicted ``(oid, idx)`` pairs.
         """
         cdef uint64_t mask = self._cap - 1, hand, n, probe, i
         cdef int64_t freed = 0, want = nbytes, slot, off, cs
+        cdef int st
         cdef Entry* e
         self._check_open()
         if max_probe < 0:
@@ -909,7 +1002,10 @@ cdef class SharedCache:
                 i = hand
                 hand = (hand + 1) & mask
                 e = &self._index[i]
-                if e.gen < 2 or (e.fsw >> 32) & 0xFF != S_READY:
+                if e.gen < 2:
+                    continue
+                st = _state(e.fsw)
+                if st != S_READY and not (st == S_ORPHANED and shm_load_sc(&e.waiters) == 0):
                     continue
                 off = e.off
                 slot = self._slot_of(off)
@@ -939,7 +1035,7 @@ cdef class SharedCache:
             if i < 0:
                 return None
             e = &self._index[i]
-            return {"offset": e.off, "length": e.length, "state": (e.fsw >> 32) & 0xFF,
+            return {"offset": e.off, "length": e.length, "state": _state(e.fsw),
                     "filled": e.fsw & 0xFFFFFFFF, "owner": (e.fsw >> 40) & 0xFF,
                     "gen": e.gen, "checksum": e.checksum,
                     "pinned_by": [w for w in range(self._max_workers)
@@ -947,13 +1043,93 @@ cdef class SharedCache:
         finally:
             self._unlock()
 
+    # -- warm restart ----------------------------------------------------------------------
+
+    def ready_entries(self):
+        """Every READY entry as ``(oid, idx, offset, length, checksum)`` (what a clean stop
+        saves for a warm restart; call it once the workers are gone)."""
+        cdef uint64_t i
+        cdef Entry* e
+        self._check_open()
+        out = []
+        self._lock()
+        try:
+            for i in range(self._cap):
+                e = &self._index[i]
+                if e.gen >= 2 and (e.fsw >> 32) & 0xFF == S_READY:
+                    out.append((PyBytes_FromStringAndSize(<char*>e.oid, 16), e.idx, e.off,
+                                e.length, e.checksum))
+        finally:
+            self._unlock()
+        return out
+
+    def adopt(self, entries):
+        """Index blocks READY at the offsets they occupy in the arena's bytes (a warm
+        restart: ``create(keep_arena=True)``, then this, then verify the checksums and
+        ``remove`` the blocks that fail, all before any worker attaches).
+
+        ``entries``: ``(oid, idx, offset, length, checksum)`` tuples. One is refused when its
+        length is out of range, its offset is not the start of a chunk of its size class
+        within the arena, the page already holds another class, the chunk is in use, the key
+        is indexed, or the index would pass 3/4 full. Returns the refused ``(oid, idx)``.
+        """
+        cdef int64_t off, page, rel, cs, j, slot, n
+        cdef int cls, pc
+        cdef uint32_t ix
+        cdef uint64_t gen, ck
+        cdef const uint8_t* o
+        self._check_open()
+        refused = []
+        items = _adoptable(entries)    # malformed input raises here, before any change
+        self._lock()
+        try:
+            for oid, idx, off_o, length, checksum in items:
+                o = <const uint8_t*><char*>oid
+                n = length
+                if (not 0 <= idx <= 0xFFFFFFFF or not 0 < n <= self._page_size
+                        or not 0 <= off_o < self._arena_size):
+                    refused.append((oid, idx))
+                    continue
+                off = off_o
+                ix = idx
+                ck = checksum
+                cls = self._class_of(n)
+                cs = self._cls[cls].size
+                page = off // self._page_size
+                rel = off - page * self._page_size
+                j = rel // cs
+                pc = self._page_class[page]
+                if (rel % cs or j >= self._cls[cls].per_page or (pc != NIL and pc != cls)
+                        or self._find(o, ix) >= 0
+                        or (self._h[H_LIVE] + self._h[H_TOMBS] + 1) * 4 > self._cap * 3):
+                    refused.append((oid, idx))
+                    continue
+                slot = page * self._spp + j
+                if self._cstate[slot] != C_FREE or shm_load_sc(&self._cword[slot]):
+                    refused.append((oid, idx))
+                    continue
+                (<volatile int32_t*>self._page_class)[page] = cls
+                self._cstate[slot] = C_USED
+                gen = self._h[H_NEXT_GEN]
+                self._h[H_NEXT_GEN] = gen + 1
+                self._insert(o, ix, <uint32_t>n, off, gen, _fsw(n, S_READY, 0), ck, 0)
+                self._h[K_ADOPTED] += 1
+            # pages that changed hands: derive free lists, free pages and counters afresh
+            self._rebuild()
+        finally:
+            self._unlock()
+        return refused
+
     # -- recovery --------------------------------------------------------------------------
 
     def recover_worker(self, worker_id):
         """Release everything worker ``worker_id`` held: call it after that worker died.
 
-        Clears its pin bit from every chunk (freeing chunks removed while it pinned them) and
-        removes the FILLING entries it owned. Returns ``{"chunks": n, "fills": m}``.
+        Clears its pin bit from every chunk (freeing chunks removed while it pinned them).
+        Of the FILLING entries it owned, those another worker pins or watches are orphaned
+        (kept, with what landed, for a reader to ``take_fill``), the others removed; orphans
+        nobody pins or watches any more are removed too. Returns ``{"chunks": pins cleared,
+        "fills": entries removed, "orphaned": entries orphaned}``.
         """
         self._check_open()
         if type(worker_id) is not int or not 0 <= worker_id < self._max_workers:
@@ -963,10 +1139,10 @@ cdef class SharedCache:
         return self._recover(worker_id)
 
     def _recover(self, int w):
-        cdef uint64_t bit = (<uint64_t>1) << w, g, fsw, old, mask = 0
+        cdef uint64_t bit = (<uint64_t>1) << w, g, fsw, old, owner, mask = 0
         cdef uint64_t i
         cdef int64_t slot, page, nslots = self._npages * self._spp
-        cdef int64_t chunks = 0, fills = 0
+        cdef int64_t chunks = 0, fills = 0, orphaned = 0
         cdef Entry* e
         self._lock()
         try:
@@ -977,12 +1153,24 @@ cdef class SharedCache:
                     continue
                 fsw = e.fsw
                 shm_fetch_and(&e.waiters, ~bit)
-                if (fsw >> 32) & 0xFF == S_FILLING and (fsw >> 40) & 0xFF == <uint64_t>w:
-                    slot = self._slot_of(e.off)
-                    shm_fetch_or(&self._cword[slot], DEFERRED)
-                    mask |= shm_exchange(&e.waiters, 0)
-                    self._remove_entry(i)
-                    fills += 1
+                if (fsw >> 32) & 0xFF != S_FILLING:
+                    continue
+                owner = (fsw >> 40) & 0xFF
+                if owner != <uint64_t>w and owner != ORPHAN:
+                    continue
+                slot = self._slot_of(e.off)
+                if (shm_load_sc(&self._cword[slot]) & WORKERS_MASK & ~bit
+                        or shm_load_sc(&e.waiters)):
+                    # a reader in another worker: keep what landed for it to take over
+                    if owner == <uint64_t>w:
+                        shm_store_rel(&e.fsw, _fsw(fsw & 0xFFFFFFFF, S_FILLING, ORPHAN))
+                        mask |= shm_exchange(&e.waiters, 0)
+                        orphaned += 1
+                    continue
+                shm_fetch_or(&self._cword[slot], DEFERRED)
+                mask |= shm_exchange(&e.waiters, 0)
+                self._remove_entry(i)
+                fills += 1
             for slot in range(nslots):
                 old = shm_load_rlx(&self._cword[slot])
                 if not (old & bit or old == DEFERRED):
@@ -1001,13 +1189,21 @@ cdef class SharedCache:
             self._h[K_WORKER_RECOVERIES] += 1
             self._h[K_PINS_RECOVERED] += chunks
             self._h[K_FILLS_DROPPED] += fills
+            self._h[K_FILLS_ORPHANED] += orphaned
         finally:
             self._unlock()
         self._wake(mask)
-        return {"chunks": chunks, "fills": fills}
+        return {"chunks": chunks, "fills": fills, "orphaned": orphaned}
 
     cdef int _repair(self) except -1:
         """Rebuild index + allocator from the live entries and per-chunk USED bytes (EOWNERDEAD)."""
+        self._h[K_REPAIRS] += 1
+        return self._rebuild()
+
+    cdef int _rebuild(self) except -1:
+        """Keep the index entries that point at a USED chunk of the right class (once each),
+        then derive the allocator (free lists, free pages, counters) from them, the page
+        classes and the USED bytes. Under the mutex."""
         cdef int64_t nslots = self._npages * self._spp, slot, p, j, s, used, off, nfree = 0
         cdef uint64_t i, g, w
         cdef Entry* e
@@ -1019,7 +1215,6 @@ cdef class SharedCache:
             c_free(drop)
             raise MemoryError("cannot allocate repair scratch")
         try:
-            self._h[K_REPAIRS] += 1
             # 1. entries: keep those pointing at a USED chunk of the right class, once each
             for i in range(self._cap):
                 e = &self._index[i]

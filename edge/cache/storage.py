@@ -74,6 +74,12 @@ class FifoDict(dict):
         super().__setitem__(key, value)
 
 
+async def _nothing() -> AsyncIterator[bytes]:
+    """No bytes (a taken-over fill whose bytes had all landed)."""
+    return
+    yield b""
+
+
 async def _aclose(it: AsyncIterator[bytes]) -> None:
     close = getattr(it, "aclose", None)
     if close is not None:
@@ -561,10 +567,11 @@ class Storage:
             async with self._fill_slots:
                 view = (self.arena.view(block.off, block.length) if block.off >= 0
                         else memoryview(block.buf))   # type: ignore[arg-type]
-                pos = 0
-                if source is None:
-                    source = self.origin.read(meta.key, meta.info, start, end)
-                async for chunk in source:
+                # 0, or where the fill of a dead worker stopped (taken over: shared.py)
+                pos = block.filled
+                if source is None and pos < block.length:
+                    source = self.origin.read(meta.key, meta.info, start + pos, end)
+                async for chunk in source or _nothing():
                     n = len(chunk)
                     if pos + n > block.length:
                         raise OriginError(self.origin.name, f"over-long read of {meta.key!r}")
@@ -656,36 +663,57 @@ def save_index(path: str, layout: dict[str, Any], storages: dict[str, Storage]) 
         metas = {m.oid: m for m in list(st._stale.values()) + list(st._meta.values())}
         for (oid, idx), b in st._index.items():
             if b.ready and oid in metas:
-                records.append(_RECORD.pack(oid, idx, b.off, b.length, b.checksum, no))
-        objects[name] = [[m.oid.hex(), m.key, m.size, m.etag.decode("latin-1"), m.last_modified]
-                         for m in metas.values()]
+                records.append((oid, idx, b.off, b.length, b.checksum, no))
+        objects[name] = [meta_record(m) for m in metas.values()]
+    write_index_file(path, layout, names, objects, records)
+    return len(records)
+
+
+def meta_record(m: ObjectMeta) -> list:
+    """An object's metadata as saved for a warm restart: [oid hex, key, size, ETag, mtime]."""
+    return [m.oid.hex(), m.key, m.size, m.etag.decode("latin-1"), m.last_modified]
+
+
+def meta_from_record(rec: list, block_size: int, tenant: str) -> ObjectMeta | None:
+    """The ObjectMeta a ``meta_record`` describes, under ``tenant``; None if the record is
+    malformed or its oid is not the one derived from (tenant, key, ETag) -- corruption, or
+    an object of another tenant."""
+    try:
+        oid_hex, key, size, etag, lm = rec[:5]
+        m = ObjectMeta(key, ObjectInfo(size=int(size), etag=etag.encode("latin-1"),
+                                       last_modified=lm), block_size, tenant.encode())
+    except (ValueError, TypeError, AttributeError, UnicodeError):
+        return None
+    return m if m.oid.hex() == oid_hex and m.size >= 0 else None
+
+
+def write_index_file(path: str, layout: dict[str, Any], names: list[str],
+                     objects: dict[str, list], records: list[tuple]) -> None:
+    """Write a warm-restart index atomically (tmp file, fsync, rename): ``INDEX_MAGIC``, a
+    4-byte header length, the JSON header (version, layout, tenant names, per tenant its
+    ``meta_record``s), then one ``_RECORD`` per block (oid, block index, offset, length,
+    xxh3-64, tenant number)."""
     header = json.dumps({"version": INDEX_VERSION, "layout": layout, "tenants": names,
                          "objects": objects}).encode()
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
         f.write(INDEX_MAGIC + struct.pack("<I", len(header)) + header)
-        f.write(b"".join(records))
+        f.write(b"".join(_RECORD.pack(*r) for r in records))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return len(records)
 
 
-def restore_index(path: str, layout: dict[str, Any], storages: dict[str, Storage]) -> tuple[int, int]:
-    """Re-attach what ``save_index`` wrote to the storages of the same tenant names, fail-closed;
-    returns (blocks kept, dropped).
-
-    The index file is consumed (renamed away) first, so a crash after this point starts
-    cold. Anything doubtful is dropped, never served: another magic, version or layout
-    drops everything; a block whose tenant is gone, whose chunk the arena refuses, whose
-    object is unknown, or whose bytes no longer hash to the recorded xxh3-64 is dropped on
-    its own. A block comes back only into the storage of the tenant that saved it.
-    """
+def read_index_file(path: str, layout: dict[str, Any]) -> tuple[list[str], dict, list] | None:
+    """Consume (rename to PATH.used) and parse what ``write_index_file`` wrote: (tenant
+    names, objects per tenant, block records), or None when there is none or it does not
+    describe ``layout`` (another magic, version or layout, truncated: logged). Consuming it
+    first means a crash from here on starts cold."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return 0, 0
+        return None
     os.replace(path, f"{path}.used")
     try:
         if data[:len(INDEX_MAGIC)] != INDEX_MAGIC:
@@ -700,30 +728,46 @@ def restore_index(path: str, layout: dict[str, Any], storages: dict[str, Storage
         body = data[start + hlen:]
         if len(body) % _RECORD.size:
             raise ValueError("truncated block records")
-        names = list(header["tenants"])
-        objects = header["objects"]
+        names = [str(n) for n in header["tenants"]]
+        objects = dict(header["objects"])
     except (ValueError, struct.error, KeyError, TypeError) as exc:
         log.warning("warm restart: ignoring %s: %s", path, exc)
+        return None
+    return names, objects, list(_RECORD.iter_unpack(body))
+
+
+def restore_index(path: str, layout: dict[str, Any], storages: dict[str, Storage]) -> tuple[int, int]:
+    """Re-attach what ``save_index`` wrote to the storages of the same tenant names, fail-closed;
+    returns (blocks kept, dropped).
+
+    The index file is consumed (renamed away) first, so a crash after this point starts
+    cold. Anything doubtful is dropped, never served: another magic, version or layout
+    drops everything; a block whose tenant is gone, whose chunk the arena refuses, whose
+    object is unknown, or whose bytes no longer hash to the recorded xxh3-64 is dropped on
+    its own. A block comes back only into the storage of the tenant that saved it.
+    """
+    saved = read_index_file(path, layout)
+    if saved is None:
         return 0, 0
+    names, objects, records = saved
     any_storage = next(iter(storages.values()))
     arena, block_size = any_storage.arena, any_storage.block_size
     metas: dict[tuple[int, bytes], ObjectMeta] = {}
     for no, name in enumerate(names):
         if name not in storages:
             continue                    # a tenant no longer configured: its blocks go
-        for oid_hex, key, size, etag, lm in objects.get(name, []):
-            m = ObjectMeta(key, ObjectInfo(size=size, etag=etag.encode("latin-1"), last_modified=lm),
-                           block_size, name.encode())
-            if m.oid.hex() == oid_hex:          # the oid is derived: a mismatch means corruption
+        for rec in objects.get(name, []):
+            m = meta_from_record(rec, block_size, name)
+            if m is not None:           # the oid is derived: a mismatch means corruption
                 metas[(no, m.oid)] = m
     wanted = []
-    for oid, idx, off, length, checksum, no in _RECORD.iter_unpack(body):
+    for oid, idx, off, length, checksum, no in records:
         owner = metas.get((no, oid))
         if owner is not None and 0 <= idx < owner.nblocks and owner.block_len(idx) == length:
             wanted.append((oid, idx, off, length, checksum, no))
     refused = set(arena.adopt([(off, length) for _, _, off, length, _, _ in wanted]))
     kept = 0
-    dropped = len(body) // _RECORD.size - len(wanted)
+    dropped = len(records) - len(wanted)
     for oid, idx, off, length, checksum, no in wanted:
         st = storages[names[no]]
         if off in refused:

@@ -6,24 +6,34 @@ the worker, over a private arena (a file by default, kept for a warm restart). W
 arena and the block index in shared memory), then forks N workers that accept on the same
 port (SO_REUSEPORT); each attaches to the region as its worker id and serves every tenant
 through SharedStorage (edge/cache/shared.py), so a block is stored once and any worker serves
-it. When a worker dies the supervisor releases its pins and unfinished fills
-(``recover_worker``) and starts it again. The region is removed when the supervisor exits
-(no warm restart with several workers yet).
+it. When a worker dies the supervisor releases its pins, hands the fills other workers were
+reading over to them and drops the rest (``recover_worker``), and starts it again.
+
+Warm restart is the same with either: the arena file (``cache.arena_path``, by default
+/dev/shm/edge-PORT.arena, one path for one worker or several; "anonymous" means none) stays
+after a clean stop together with ``state_dir/index-PORT.bin``, which the next start with the
+same layout consumes and verifies (edge/cache/storage.py, edge/cache/shared.py). With several
+workers each one saves its object metadata at its stop and the supervisor, once they are all
+gone, writes the index of the shared region; at start it re-indexes and re-hashes the blocks
+before forking, and every worker loads the restored metadata.
 """
 from __future__ import annotations
 
 import asyncio
 import ctypes
 import dataclasses
+import fcntl
 import gc
+import glob
 import logging
 import os
 import shutil
 import signal
 import socket
+import struct
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 import cext
 from edge import config as cfg
@@ -31,6 +41,13 @@ from edge import metrics
 from edge.accesslog import AccessLog
 from edge.budget import BudgetStore
 from edge.cache import SharedArena, SharedStorage, Storage, restore_index, save_index
+from edge.cache.shared import (
+    Restored,
+    read_worker_metas,
+    restore_shared_index,
+    save_shared_index,
+    save_worker_meta,
+)
 from edge.config import Config, OriginSpec, PoolSpec, TenantSpec
 from edge.control import Journal
 from edge.http import Limits, format_http_date
@@ -63,17 +80,17 @@ def arena_path_for(config: Config, port: int, workers: int) -> str | None:
 
 
 def shared_path_for(config: Config, port: int) -> str:
-    """Where the shared region of ``workers > 1`` lives (its control file is PATH.ctl): for
-    ``auto`` /dev/shm/edge-PORT.shared (PORT as bound; ``state_dir`` without /dev/shm), an
-    explicit ``arena_path`` as given, and for ``anonymous`` a name of this process's own (a
-    region shared by processes needs a file). The supervisor removes it when it exits."""
-    p = config.arena_path
+    """Where the shared region of ``workers > 1`` lives (its control file is PATH.ctl): the
+    arena file one worker would use (``arena_path_for``: /dev/shm/edge-PORT.arena for
+    ``auto``, an explicit path as given), kept for a warm restart; where one worker would
+    have an anonymous mapping (``anonymous``, or ``auto`` without /dev/shm), a name of this
+    process's own under /dev/shm (or ``state_dir``), removed when the supervisor exits (a
+    region shared by processes needs a file)."""
+    kept = arena_path_for(config, port, 1)
+    if kept is not None:
+        return kept
     base = "/dev/shm" if os.path.isdir("/dev/shm") else config.state_dir
-    if p == "auto":
-        return os.path.join(base, f"edge-{port}.shared")
-    if p == "anonymous":
-        return os.path.join(base, f"edge-{port}-{os.getpid()}.shared")
-    return p
+    return os.path.join(base, f"edge-{port}-{os.getpid()}.shared")
 
 
 def shared_index_capacity(size: int, block_size: int, min_chunk: int) -> int:
@@ -96,6 +113,19 @@ def arena_layout(config: Config, arena_path: str, size: int) -> dict[str, Any]:
     """What must not change for a saved index to describe the arena file (fail-closed)."""
     return {"arena_path": os.path.abspath(arena_path), "size": size,
             "block_size": config.block_size, "min_chunk": config.min_chunk}
+
+
+def shared_layout(config: Config, path: str, size: int, workers: int) -> dict[str, Any]:
+    """``arena_layout`` of a shared region, plus what makes it one: the number of workers
+    and the index capacity (a one-worker index never matches it, nor the other way round)."""
+    return {**arena_layout(config, path, size), "workers": workers,
+            "index_capacity": shared_index_capacity(size, config.block_size, config.min_chunk)}
+
+
+def meta_path(config: Config, port: int, worker: int) -> str:
+    """Where worker ``worker`` of the edge on ``port`` leaves its object metadata at a clean
+    stop, for its supervisor to merge into the warm-restart index."""
+    return os.path.join(config.state_dir, f"meta-{port}-{worker}.json")
 
 
 def make_pool(specs: tuple[OriginSpec, ...], p: PoolSpec) -> OriginPool:
@@ -419,11 +449,15 @@ def _make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 
 
 async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, workers: int = 1,
-                     ready: Any = None, shared: str | None = None) -> None:
+                     ready: Any = None, shared: str | None = None, restored: Restored | None = None,
+                     fresh: bool = True, save_meta: str | None = None) -> None:
     """Serve on ``sock`` until SIGTERM/SIGINT, then finish in-flight responses (bounded).
 
     ``shared``: the path of the supervisor's shared region, attached as worker ``worker``;
-    None: a private arena of ``cache.size`` (one worker)."""
+    None: a private arena of ``cache.size`` (one worker). With ``shared``: ``restored`` is
+    what the supervisor's warm restart brought back (``fresh``: this is the worker's first
+    start, not a restart after it died), and ``save_meta`` where to leave this worker's object
+    metadata at a clean stop for the next warm restart (None: the region is not kept)."""
     from edge.server.protocol import HttpProtocol
 
     size = config.cache_size - config.cache_size % config.block_size
@@ -434,11 +468,17 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
         arena_path = None
     else:
         arena_path = arena_path_for(config, port, workers)
+        if arena_path is not None:
+            _remove_stale_ctl(arena_path)
         arena = cext.load("arena").Arena(size, config.block_size, path=arena_path,
                                          min_chunk=config.min_chunk, prefault=config.prefault)
     storages = make_storages(config, arena)
     for st in storages.values():
         st.origin.start()       # type: ignore[attr-defined]  # an OriginPool
+    if restored is not None:            # the supervisor re-attached these: know and rank them
+        for name, st in storages.items():
+            cast(SharedStorage, st).restore(restored.metas.get(name, []),
+                                            restored.blocks.get(name, []), fresh)
     if arena_path is not None:          # warm restart: re-attach what the last clean stop saved
         t0 = time.monotonic()
         kept, dropped = restore_index(index_path(config, port), arena_layout(config, arena_path, size),
@@ -499,6 +539,13 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
             await st.close()
             await st.origin.close()
         await asyncio.sleep(0)   # let aborted transports drop their buffers (arena views)
+        if save_meta is not None:       # the supervisor merges it into the region's index
+            try:
+                n = save_worker_meta(save_meta, storages)
+                log.debug("worker %d saved the metadata of %d objects", worker, n)
+            except OSError as exc:
+                log.warning("could not save worker %d's metadata for a warm restart: %s",
+                            worker, exc)
         if arena_path is not None:      # the arena file stays: it is the next start's warm cache
             try:
                 n = save_index(index_path(config, port), arena_layout(config, arena_path, size), storages)
@@ -509,6 +556,28 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
             arena.close()
         except BufferError:
             log.debug("arena still referenced at exit; the OS unmaps it")
+
+
+def _remove_stale_ctl(arena_path: str) -> None:
+    """One worker over a file that several workers used before: their control file (the
+    shared index, ~2% of the arena) is of no use any more; remove it, if it is one (its magic)
+    and nobody has it open (a live shared region holds a shared flock on it)."""
+    ctl = arena_path + ".ctl"
+    try:
+        fd = os.open(ctl, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        if os.pread(fd, 8, 0) != struct.pack("<Q", cext.load("shm").MAGIC):
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        os.unlink(ctl)
+        log.info("removed %s, the control file several workers left (one worker now)", ctl)
+    finally:
+        os.close(fd)
 
 
 def limit_malloc_arenas(n: int = 2) -> None:
@@ -570,29 +639,88 @@ def serve(config: Config) -> int:
 
 
 def _supervise(config: Config, sock: socket.socket, workers: int) -> int:
-    """Create the shared region, fork ``workers`` processes on the shared socket, recover and
-    restart any that dies until told to stop; then remove the region."""
+    """Create the shared region (warm: from what the last clean stop saved), fork ``workers``
+    processes on the shared socket, recover and restart any that dies until told to stop;
+    then save the region's index for the next start, or remove the region if it is not kept."""
     shm = cext.load("shm")
     if workers > shm.MAX_WORKERS:
         raise RuntimeError(f"server.workers: at most {shm.MAX_WORKERS} workers share one cache "
                            f"(got {workers})")
     _preload(config)
-    gc.freeze()        # what exists now is shared with every worker: keep the GC off its pages
-    path = shared_path_for(config, sock.getsockname()[1])
+    port = sock.getsockname()[1]
+    path = shared_path_for(config, port)
+    kept = arena_path_for(config, port, 1) is not None     # the arena file outlives us
     size = config.cache_size - config.cache_size % config.block_size
-    region = shm.SharedCache.create(
-        path, size, config.block_size, min_chunk=config.min_chunk, max_workers=workers,
-        index_capacity=shared_index_capacity(size, config.block_size, config.min_chunk),
-        prefault=config.prefault)
+    layout = shared_layout(config, path, size, workers)
+    ipath = index_path(config, port)
+    names = [t.name for t in tenant_specs(config)]
+    region = _create_region(shm, config, path, size, workers,
+                            keep_arena=kept and os.path.exists(ipath))
+    restored: Restored | None = None
     try:
-        return _run_workers(config, sock, workers, region, path)
+        if kept:
+            for p in glob.glob(os.path.join(glob.escape(config.state_dir), f"meta-{port}-*.json")):
+                os.unlink(p)            # a previous run's leftovers: never merged into ours
+            t0 = time.monotonic()
+            try:
+                restored = restore_shared_index(ipath, layout, region, names, config.block_size)
+            except OSError as exc:
+                log.warning("warm restart: cannot read %s: %s", ipath, exc)
+            if restored is not None:
+                log.info("warm restart: %d blocks re-attached from %s, %d dropped, in %.2fs",
+                         restored.kept, path, restored.dropped, time.monotonic() - t0)
+            elif os.path.exists(f"{ipath}.used"):
+                log.info("warm restart: no usable index for %s (the last stop was not clean, "
+                         "or the layout changed): starting cold", path)
+        gc.freeze()    # what exists now is shared with every worker: keep the GC off its pages
+        stopped = _run_workers(config, sock, workers, region, path, restored,
+                               (lambda i: meta_path(config, port, i)) if kept else None)
+        if kept and stopped:
+            metas = read_worker_metas([meta_path(config, port, i) for i in range(workers)])
+            try:
+                n, unknown = save_shared_index(ipath, layout, region, names, metas)
+                log.info("saved %d blocks for a warm restart (%d without metadata left out)",
+                         n, unknown)
+            except OSError as exc:
+                log.warning("could not save the index for a warm restart: %s", exc)
+            for i in range(workers):
+                try:
+                    os.unlink(meta_path(config, port, i))
+                except FileNotFoundError:
+                    pass
+        return 0
     finally:
         region.close()
-        for f in (path, f"{path}.ctl"):
-            try:
-                os.unlink(f)
-            except FileNotFoundError:
-                pass
+        if not kept:
+            for f in (path, f"{path}.ctl"):
+                try:
+                    os.unlink(f)
+                except FileNotFoundError:
+                    pass
+
+
+def _create_region(shm: Any, config: Config, path: str, size: int, workers: int, *,
+                   keep_arena: bool) -> Any:
+    """``SharedCache.create`` for the supervisor. The workers of a previous supervisor that
+    died (kill -9) stop on their own (PR_SET_PDEATHSIG) within ``shutdown_timeout`` but hold
+    the region until then: wait for them, bounded, instead of failing the start."""
+    deadline = time.monotonic() + config.shutdown_timeout + 5.0
+    waited = False
+    while True:
+        try:
+            return shm.SharedCache.create(
+                path, size, config.block_size, min_chunk=config.min_chunk, max_workers=workers,
+                index_capacity=shared_index_capacity(size, config.block_size, config.min_chunk),
+                prefault=config.prefault, keep_arena=keep_arena)
+        except RuntimeError as exc:
+            if "in use" not in str(exc) and "live process" not in str(exc):
+                raise
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cache.arena_path: {exc}") from None
+            if not waited:
+                log.warning("%s: waiting for it to be released (a previous edge stopping?)", exc)
+                waited = True
+            time.sleep(0.2)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -621,13 +749,20 @@ def _preload(config: Config) -> None:
         import origin_clients.s3  # noqa: F401
 
 
-def _run_workers(config: Config, sock: socket.socket, workers: int, region: Any, path: str) -> int:
+def _run_workers(config: Config, sock: socket.socket, workers: int, region: Any, path: str,
+                 restored: Restored | None = None, save_meta: Any = None) -> bool:
+    """Fork the workers and keep them running until SIGTERM/SIGINT; True once they all
+    exited after that (a clean stop). ``restored`` goes to every worker (``fresh`` for the
+    first start of each); ``save_meta(i)``: where worker ``i`` saves its metadata at its stop."""
     children: dict[int, int] = {}
     stopping = False
+    started: set[int] = set()
 
     supervisor = os.getpid()
 
     def spawn(i: int) -> None:
+        fresh = i not in started
+        started.add(i)
         pid = os.fork()
         if pid == 0:
             code = 0
@@ -636,7 +771,9 @@ def _run_workers(config: Config, sock: socket.socket, workers: int, region: Any,
                     signal.signal(sig, signal.SIG_DFL)
                 _die_with_parent(supervisor)
                 region.close()          # the supervisor's handle; the worker attaches its own
-                _run_loop(lambda: run_worker(config, sock, worker=i, workers=workers, shared=path))
+                _run_loop(lambda: run_worker(
+                    config, sock, worker=i, workers=workers, shared=path, restored=restored,
+                    fresh=fresh, save_meta=save_meta(i) if save_meta is not None else None))
             except BaseException:
                 log.exception("worker %d crashed", i)
                 code = 1
@@ -675,18 +812,20 @@ def _run_workers(config: Config, sock: socket.socket, workers: int, region: Any,
         if pid not in children:
             continue
         i = children.pop(pid)
-        try:        # a worker that died mid-response: its pins and unfinished fills go
+        try:        # a worker that died mid-response: its pins go, its fills are handed over
             got = region.recover_worker(i)
         except (OSError, RuntimeError) as exc:
             log.error("could not recover worker %d's share of the cache: %s", i, exc)
             got = {}
         if not stopping:
             log.warning("worker %d (pid %d) exited with status %d: restarting (released %d pinned "
-                        "chunks, dropped %d fills)", i, pid, status, got.get("chunks", 0),
-                        got.get("fills", 0))
+                        "chunks, dropped %d fills, handed %d over to their readers)", i, pid,
+                        status, got.get("chunks", 0), got.get("fills", 0), got.get("orphaned", 0))
             time.sleep(0.1)
             spawn(i)
-    return 0
+        elif status:
+            log.warning("worker %d (pid %d) exited with status %d while stopping", i, pid, status)
+    return stopping
 
 
 def configure_logging(level: str, path: str = "") -> None:

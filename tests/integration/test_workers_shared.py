@@ -1,6 +1,7 @@
 """Two workers over one shared arena (cext/shm): correct bytes under concurrent downloads of files
-larger than the cache, one origin fetch per block whichever worker serves it, and a worker
-SIGKILLed mid-download recovered by the supervisor with no pins left behind."""
+larger than the cache, one origin fetch per block whichever worker serves it, a worker
+SIGKILLed mid-download recovered by the supervisor with no pins left behind, and the fill of a
+worker killed mid-block taken over by the other worker's readers."""
 from __future__ import annotations
 
 import http.client
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from ..faultproxy import FaultProxy
 from .conftest import make_files
+from .servers import nginx  # noqa: F401 - fixture
 
 MiB = 1 << 20
 
@@ -202,3 +205,52 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path, origin, impl):
         return state == "Z"            # exited; reaped by init in its own time
 
     wait_until(lambda: all(gone(w) for w in workers), timeout=20, what="workers to stop")
+
+
+def test_a_killed_filler_is_taken_over(edge_factory, nginx, tmp_path, impl):  # noqa: F811
+    """A block filling slowly from the origin; its filling worker is SIGKILLed half-way.
+    The downloads the other worker serves do not fail: one of its readers takes the fill
+    over from the byte where it stopped, and they complete with the right bytes."""
+    data = make_files(nginx.root, {f"slow-{impl}.bin": MiB - 1000}, seed=9)[f"slow-{impl}.bin"]
+    proxy = FaultProxy("127.0.0.1", nginx.port).start()
+    try:
+        proxy.set("slow", delay=2.0)           # 2 s to the head, then 64 KiB per 0.2 s
+        e, aport = start(edge_factory, proxy.url, impl)
+        results: dict[int, bytes | None] = {}
+
+        def download(n: int) -> None:
+            try:
+                results[n] = get(e.port, f"/slow-{impl}.bin", timeout=60)
+            except (OSError, http.client.HTTPException, AssertionError):
+                results[n] = None            # a connection of the killed worker: cut
+
+        threads: list[threading.Thread] = []
+        filler = other = None
+        deadline = time.monotonic() + 15
+        while filler is None or other is None:   # until the other worker has readers waiting
+            assert time.monotonic() < deadline, snapshots(tmp_path)
+            for _ in range(4):
+                t = threading.Thread(target=download, args=(len(threads),))
+                threads.append(t)
+                t.start()
+            time.sleep(1.2)
+            snaps = snapshots(tmp_path)
+            fillers = [w for w, s in snaps.items() if s["fills"] >= 1]
+            if len(fillers) == 1 and len(snaps) == 2:
+                w = 1 - fillers[0]
+                if snaps[w]["waiters"] >= 1:
+                    filler, other = snaps[fillers[0]]["pid"], w
+        assert filler in children(e.proc.pid)
+        os.kill(filler, signal.SIGKILL)          # mid-block: its bytes stop landing
+        for t in threads:
+            t.join(90)
+        done = [r for r in results.values() if r is not None]
+        assert done and all(r == data for r in done)   # the other worker's readers: complete
+        wait_until(lambda: "took over the fill of" in e.stderr(), what="the takeover")
+        log = e.stderr()
+        assert log.count("took over the fill of") == 1        # exactly one new filler
+        assert re.search(r"handed 1 over to their readers", log), log[-3000:]
+        assert get(e.port, f"/slow-{impl}.bin") == data      # and a verified hit afterwards
+        wait_until(lambda: metric(aport, "edge_pinned_blocks") == 0, what="no pins")
+    finally:
+        proxy.stop()

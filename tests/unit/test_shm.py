@@ -20,7 +20,7 @@ import cext
 
 KIB = 1024
 PAGE = 64 * KIB
-GONE, FILLING, READY = 0, 1, 2
+GONE, FILLING, READY, ORPHANED = 0, 1, 2, 3
 
 
 @pytest.fixture
@@ -80,13 +80,14 @@ def test_fill_hit_pin_evict(sup, path, shm):
     assert bytes(w.view(off, length)) == data
     assert w.info(oid, 0)["checksum"] == zlib.crc32(data)
     assert w.info(oid, 0)["pinned_by"] == [0]
-    assert not sup.evict(oid, 0)                        # pinned
+    assert sup.evict(oid, 0) is False                   # pinned: busy
     assert w.unpin(off) == 1 and w.unpin(off) == 0
     with pytest.raises(ValueError, match="not pinned"):
         w.unpin(off)
     assert sup.check()["ready"] == 1
-    assert sup.evict(oid, 0)
-    assert not sup.evict(oid, 0)
+    assert sup.evict(oid, 0, gen + 1) is None           # another generation: not that one
+    assert sup.evict(oid, 0, gen) is True
+    assert sup.evict(oid, 0) is None                    # not indexed
     assert w.lookup_pin(oid, 0) is None
     st = sup.stats()
     assert (st["used_bytes"], st["entries"], st["evictions"], st["evict_busy"]) == (0, 0, 1, 1)
@@ -220,6 +221,143 @@ def test_evict_sweep_reclaims_unpinned_ready_blocks(sup, path, shm):
     w.close()
     assert sup.check() == {"entries": 4, "filling": 0, "ready": 4, "deferred": 0,
                            "pinned_chunks": 0, "used_bytes": 4 * PAGE}
+
+
+def test_a_dead_owners_fill_is_taken_over_by_one_reader(sup, path, shm):
+    """Re-election: the owner of a fill dies (recover_worker) while two other workers read
+    it; the fill stays with what landed, exactly one reader takes it over and finishes it,
+    the other keeps reading; the dead owner (were it a zombie) can no longer touch it."""
+    w0, w1, w2 = (shm.SharedCache.attach(path, i) for i in range(3))
+    oid = oid_of(60)
+    data = pattern(oid, 0, 40000)
+    off = w0.begin_fill(oid, 0, len(data))
+    w0.view(off, 10000)[:] = data[:10000]
+    assert w0.advance_fill(off, 10000)
+    r1, r2 = w1.lookup_pin(oid, 0), w2.lookup_pin(oid, 0)
+    gen = r1[4]
+    assert r1[2:4] == r2[2:4] == (FILLING, 10000)
+    assert w2.watch(oid, 0, gen) == (FILLING, 10000)
+    assert sup.recover_worker(0) == {"chunks": 1, "fills": 0, "orphaned": 1}
+    assert select.select([w2.wake_fd], [], [], 2)[0] and w2.drain_wakeups() == 1
+    assert w1.status(oid, 0, gen) == w2.watch(oid, 0, gen) == (ORPHANED, 10000)
+    assert w1.lookup_pin(oid, 0)[2] == ORPHANED
+    w1.unpin(off)
+    assert not w0.advance_fill(off, 20000)                 # the old owner's word is void
+    w3 = shm.SharedCache.attach(path, 3)
+    with pytest.raises(ValueError):                        # only a reader may take one over
+        w3.take_fill(oid, 0, gen)
+    w3.close()
+    assert w1.take_fill(oid, 0, gen) == 10000
+    assert w2.take_fill(oid, 0, gen) is None               # single-flight: one new owner
+    assert w2.take_fill(oid, 0, gen + 1) is None
+    assert w2.status(oid, 0, gen) == (FILLING, 10000)
+    assert sup.info(oid, 0)["owner"] == 1
+    assert w2.watch(oid, 0, gen) == (FILLING, 10000)
+    w1.view(off, len(data))[10000:] = data[10000:]
+    assert w1.advance_fill(off, len(data))
+    assert select.select([w2.wake_fd], [], [], 2)[0]
+    assert w1.finish_fill(off, 99)
+    assert not w0.finish_fill(off, 1)
+    assert w2.status(oid, 0, gen) == (READY, len(data))
+    assert bytes(w2.view(off, len(data))) == data
+    for w in (w1, w1, w2):
+        w.unpin(off)
+    w0.close()
+    assert sup.check() == {"entries": 1, "filling": 0, "ready": 1, "deferred": 0,
+                           "pinned_chunks": 0, "used_bytes": PAGE}
+    w1.close()
+    w2.close()
+
+
+def test_an_unread_or_abandoned_orphan_is_dropped(sup, path, shm):
+    w0, w1 = shm.SharedCache.attach(path, 0), shm.SharedCache.attach(path, 1)
+    lone = w0.begin_fill(oid_of(70), 0, 5000)              # nobody else reads it
+    read = w0.begin_fill(oid_of(71), 0, 5000)              # w1 reads it, then gives up
+    r = w1.lookup_pin(oid_of(71), 0)
+    assert sup.recover_worker(0) == {"chunks": 2, "fills": 1, "orphaned": 1}
+    assert sup.info(oid_of(70), 0) is None
+    assert w1.status(oid_of(71), 0, r[4]) == (ORPHANED, 0)
+    assert w1.evict(oid_of(71), 0) is False                # never evicted as a block
+    assert sup.evict_sweep(256, PAGE) == []                # still pinned by its reader
+    w1.unpin(r[0])
+    assert sup.evict_sweep(256, PAGE) == [(oid_of(71), 0)]  # abandoned: the sweep takes it
+    assert sup.check()["used_bytes"] == 0
+    # an abandoned orphan also goes at the next recovery of anyone
+    w2 = shm.SharedCache.attach(path, 2)
+    off = w2.begin_fill(oid_of(72), 0, 5000)
+    r = w1.lookup_pin(oid_of(72), 0)
+    assert sup.recover_worker(2)["orphaned"] == 1
+    w1.unpin(r[0])
+    assert sup.recover_worker(2) == {"chunks": 0, "fills": 1, "orphaned": 0}
+    assert sup.check() == {"entries": 0, "filling": 0, "ready": 0, "deferred": 0,
+                           "pinned_chunks": 0, "used_bytes": 0}
+    for w in (w0, w1, w2):
+        w.close()
+    del lone, read, off
+
+
+def test_adopt_a_kept_arena(shm, path):
+    """Warm restart: blocks READY at their offsets in a kept arena file come back (checked
+    placement, allocator derived from them); create() without keep_arena zeroes the file."""
+    sup = shm.SharedCache.create(path, 16 * PAGE, PAGE, max_workers=4, index_capacity=256)
+    w = shm.SharedCache.attach(path, 0)
+    sizes = [PAGE, 5000, 5000, 100, PAGE // 2, 30000]
+    blocks = {}
+    for k, n in enumerate(sizes):
+        data = pattern(oid_of(80), k, n)
+        off = fill(w, oid_of(80), k, data)
+        w.unpin(off)
+        blocks[k] = data
+    saved = sorted(sup.ready_entries(), key=lambda e: e[1])
+    assert [(e[0], e[1], e[3], e[4]) for e in saved] == [
+        (oid_of(80), k, n, zlib.crc32(blocks[k])) for k, n in enumerate(sizes)]
+    w.close()
+    sup.close()
+    sup = shm.SharedCache.create(path, 16 * PAGE, PAGE, max_workers=4, index_capacity=256,
+                                 keep_arena=True)
+    assert sup.check()["entries"] == 0
+    bad = [(oid_of(81), 0, saved[1][2] + 8, 5000, 1),      # not at a chunk start
+           (oid_of(81), 1, saved[0][2], 5000, 1),          # a page of another class
+           (oid_of(80), 1, saved[2][2], 5000, 1),          # the same key twice
+           (oid_of(81), 2, saved[2][2], 5000, 1),          # a chunk already adopted
+           (oid_of(81), 3, 16 * PAGE, 100, 1),             # beyond the arena
+           (oid_of(81), 4, 0, PAGE + 1, 1)]                # longer than a page
+    refused = sup.adopt(saved + bad)
+    assert refused == [(e[0], e[1]) for e in bad]
+    with pytest.raises(ValueError):
+        sup.adopt([(oid_of(82), 0, 0, 100, -1)])
+    c = sup.check()
+    assert (c["ready"], c["used_bytes"]) == (6, sup.stats()["used_bytes"])
+    assert sup.stats()["adopted"] == 6
+    w = shm.SharedCache.attach(path, 1)
+    for oid, k, off, n, ck in saved:
+        r = w.lookup_pin(oid, k)
+        assert r[:4] == (off, n, READY, n) and sup.info(oid, k)["checksum"] == ck
+        assert bytes(w.view(off, n)) == blocks[k]
+        w.unpin(off)
+    # the allocator goes on around the adopted chunks
+    new = [fill(w, oid_of(83), i, b"z" * 5000) for i in range(30)]
+    assert not {o for o in new} & {e[2] for e in saved}
+    for o in new:
+        w.unpin(o)
+    sup.check()
+    w.close()
+    sup.close()
+    sup = shm.SharedCache.create(path, 16 * PAGE, PAGE, max_workers=4, index_capacity=256)
+    assert open(path, "rb").read() == bytes(16 * PAGE)     # no keep_arena: zeroed
+    sup.close()
+
+
+def test_the_arena_file_is_locked_against_a_private_arena(shm, path, twin):
+    sup = shm.SharedCache.create(path, 4 * PAGE, PAGE)
+    arena = twin("arena")
+    with pytest.raises(RuntimeError, match="in use"):
+        arena.Arena(4 * PAGE, PAGE, path=path)
+    sup.close()
+    a = arena.Arena(4 * PAGE, PAGE, path=path)
+    with pytest.raises(RuntimeError, match="in use"):
+        shm.SharedCache.create(path, 4 * PAGE, PAGE)
+    a.close()
 
 
 def test_classes_exhaustion_and_eviction(sup, path, shm):
@@ -516,15 +654,29 @@ def test_sigkill_holding_pins_and_filling(shm, path):
     os.waitpid(pid, 0)
     assert not sup.evict(oid_of(51), 0)                       # the dead worker's pins block it
     assert sup.info(oid_of(51), 0)["pinned_by"] == [1]
-    assert sup.recover_worker(1) == {"chunks": 2, "fills": 1}
-    assert a.status(oid_of(50), 0, gen) == (GONE, 0)          # never promoted
+    # a reads the dying fill: it is orphaned (kept with what landed), not dropped
+    assert sup.recover_worker(1) == {"chunks": 2, "fills": 0, "orphaned": 1}
+    assert a.status(oid_of(50), 0, gen) == (ORPHANED, 4000)   # never promoted
+    assert sup.info(oid_of(50), 0)["owner"] == 0xFF
     assert select.select([a.wake_fd], [], [], 2)[0]           # the watcher was told
-    assert sup.check()["deferred"] == 1                       # a still reads the dead fill
-    a.unpin(off50)                                            # ... and frees it
+    a.drain_wakeups()
+    assert a.take_fill(oid_of(50), 0, gen) == 4000            # re-elected: go on from 4000
+    assert a.take_fill(oid_of(50), 0, gen) is None            # exactly once
+    data = pattern(oid_of(50), 0, 9000)
+    assert bytes(a.view(off50, 4000)) == data[:4000]          # what the dead owner published
+    a.view(off50, 9000)[4000:] = data[4000:]
+    assert a.advance_fill(off50, 9000) and a.finish_fill(off50, zlib.crc32(data))
+    assert a.pins(off50) == 2                                 # the reader's and the fill's
+    a.unpin(off50)
+    a.unpin(off50)
     assert sup.evict(oid_of(51), 0)
+    assert a.lookup_pin(oid_of(50), 0)[2:4] == (READY, 9000)
+    a.unpin(off50)
+    assert sup.evict(oid_of(50), 0)
     c = sup.check()
     assert c == {"entries": 0, "filling": 0, "ready": 0, "deferred": 0, "pinned_chunks": 0,
                  "used_bytes": 0}
+    assert sup.stats()["fills_orphaned"] == 1 and sup.stats()["fills_taken_over"] == 1
     # the id can attach again; it recovers nothing more
     assert _wait(_fork(lambda: shm.SharedCache.attach(path, 1).close())) == 0
     a.close()
@@ -645,6 +797,37 @@ def test_twins_share_one_layout(tmp_path):
         files.append((open(p + ".ctl", "rb").read(), open(p, "rb").read()))
         sup.close()
         assert keep is not None
+    (c_ctl, c_arena), (py_ctl, py_arena) = files
+    assert c_arena == py_arena
+    mask = bytearray(len(c_ctl))
+    for word in (2, 13):                       # impl, nonce
+        mask[word * 8:word * 8 + 8] = b"\1" * 8
+    mask[512:576] = b"\1" * 64                 # the pthread mutex
+    diff = [i for i in range(len(c_ctl)) if c_ctl[i] != py_ctl[i] and not mask[i]]
+    assert len(c_ctl) == len(py_ctl) and diff == []
+
+
+@pytest.mark.skipif(cext.NO_EXTENSIONS, reason="needs both twins")
+def test_twins_adopt_to_one_layout(tmp_path):
+    """Adopting the same saved entries into a kept arena leaves byte-identical control
+    files in both twins (the warm-restart path)."""
+    files = []
+    for pure in (False, True):
+        mod = cext.load("shm", pure=pure)
+        p = str(tmp_path / f"arena{int(pure)}")
+        sup = mod.SharedCache.create(p, 8 * PAGE, PAGE, max_workers=4, index_capacity=64)
+        w = mod.SharedCache.attach(p, 0)
+        for k, n in enumerate([100, 5000, PAGE, 30000, 1500, 1500, PAGE // 2]):
+            w.unpin(fill(w, oid_of(k), k % 3, pattern(oid_of(k), k % 3, n)))
+        saved = sorted(sup.ready_entries())
+        w.close()
+        sup.close()
+        sup = mod.SharedCache.create(p, 8 * PAGE, PAGE, max_workers=4, index_capacity=64,
+                                     keep_arena=True)
+        assert sup.adopt(saved + [(oid_of(99), 0, saved[0][2] + 64, 100, 0)]) == [(oid_of(99), 0)]
+        sup.check()
+        files.append((open(p + ".ctl", "rb").read(), open(p, "rb").read()))
+        sup.close()
     (c_ctl, c_arena), (py_ctl, py_arena) = files
     assert c_arena == py_arena
     mask = bytearray(len(c_ctl))
