@@ -69,7 +69,8 @@ http {{
 def start_edge(origin_url: str, cache: int) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge", "serve", "--listen", "127.0.0.1:0", "--origin", origin_url,
-         "--cache-size", str(cache), "--arena-path", "anonymous", "--log-level", "warning"],
+         "--cache-size", str(cache), "--arena-path", "anonymous", "--log-level", "warning",
+         "--workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
     line = proc.stdout.readline().decode()   # type: ignore[union-attr]
     m = re.search(r"serving http://127\.0\.0\.1:(\d+)/", line)

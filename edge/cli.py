@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                         "(replaces [[origins]])")
     s.add_argument("--cache-size", metavar="SIZE", help="RAM arena size, e.g. 512MiB, 8GiB (cache.size)")
     s.add_argument("--block-size", metavar="SIZE", help="cache block size, default 1MiB (cache.block_size)")
-    s.add_argument("--workers", metavar="N", type=int, help="worker processes (server.workers)")
+    s.add_argument("--workers", metavar="N",
+                   help='worker processes, or "auto": one per CPU (server.workers)')
     s.add_argument("--arena-path", metavar="PATH",
                    help="arena file, 'auto' (/dev/shm/edge-PORT.arena) or 'anonymous' (cache.arena_path)")
     s.add_argument("--eviction", metavar="POLICY",

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 DEFAULTS: dict[str, dict[str, Any]] = {
     "server": {
         "listen": "127.0.0.1:8080",
-        "workers": 1,
+        "workers": "auto",
         "state_dir": "./edge-state",
         "header_timeout": "10s",
         "idle_timeout": "60s",
@@ -169,6 +169,26 @@ def _int(value: Any, key: str, lo: int = 1, hi: int = 1 << 62) -> int:
     if not lo <= value <= hi:
         raise ConfigError(f"{key}: must be between {lo} and {hi}, got {value}")
     return value
+
+
+MAX_AUTO_WORKERS = 62        # cext/shm's MAX_WORKERS: what "auto" may pick at most
+
+
+def _workers(value: Any, key: str) -> int:
+    """``server.workers``: a count, or "auto": one per CPU this process may run on (its
+    affinity mask: a container's or taskset's limit, not the machine's), at most
+    ``MAX_AUTO_WORKERS``."""
+    if value == "auto":
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+        return max(1, min(cpus, MAX_AUTO_WORKERS))
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)             # --workers 4 on the command line
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f'{key}: expected an integer or "auto", got {value!r}')
+    return _int(value, key, 1, 256)
 
 
 def _bool(value: Any, key: str) -> bool:
@@ -535,7 +555,7 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
 
     return Config(
         listen=parse_listen(s["listen"]),
-        workers=_int(s["workers"], "server.workers", 1, 256),
+        workers=_workers(s["workers"], "server.workers"),
         state_dir=str(s["state_dir"]),
         header_timeout=parse_duration(s["header_timeout"], "server.header_timeout"),
         idle_timeout=parse_duration(s["idle_timeout"], "server.idle_timeout"),

@@ -1,6 +1,7 @@
 """Config: defaults, the documented file, overrides, and one-line errors naming the key."""
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -23,8 +24,17 @@ def test_embedded_default_loads():
     c = cfg.load(None)
     assert c.listen == ("127.0.0.1", 8080)
     assert c.cache_size == 256 << 20 and c.block_size == 1 << 20
-    assert c.eviction == "wtinylfu" and c.workers == 1
+    assert c.eviction == "wtinylfu" and c.workers == max(1, min(len(os.sched_getaffinity(0)), 62))
     assert c.origins[0].url == "./origin"
+
+
+def test_workers_auto_is_one_per_usable_cpu(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5})
+    assert cfg.build({"server": {"workers": "auto"}}).workers == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(100)))
+    assert cfg.build({}).workers == 62                     # what one shared region holds
+    assert cfg.build({}, overrides={"server.workers": "4"}).workers == 4     # --workers 4
+    assert cfg.build({"server": {"workers": 7}}).workers == 7
 
 
 @pytest.mark.parametrize("text,value", [
@@ -69,7 +79,7 @@ def test_size_rounds_down_to_whole_blocks():
     ({"cache": {"mrc_sample_rate": "1%"}}, "cache.mrc_sample_rate: expected a rate"),
     ({"cahce": {}}, "cahce: unknown section"),
     ({"server": {"workers": 0}}, "server.workers"),
-    ({"server": {"workers": "two"}}, "server.workers: expected an integer"),
+    ({"server": {"workers": "two"}}, 'server.workers: expected an integer or "auto"'),
     ({"server": {"listen": "localhost"}}, "server.listen"),
     ({"server": {"listen": "h:99999"}}, "server.listen: port 99999"),
     ({"cache": {"block_size": "1000"}}, "cache.block_size"),

@@ -166,7 +166,7 @@ def delta(before: dict, after: dict) -> dict:
             return {k: sub(a.get(k, 0 if not isinstance(v, (dict, tuple)) else v), v)
                     for k, v in b.items()}
         if isinstance(a, tuple):
-            return tuple(y - x for x, y in zip(a, b))
+            return tuple(y - x for x, y in zip(a, b, strict=True))
         return b - a
     return sub(before, after)
 
@@ -406,9 +406,9 @@ def test_access_log_and_ledger_lines_are_the_general_paths(served, tmp_path) -> 
         lines[lane] = [
             [json.loads(x) for x in (tmp_path / f"{what}-{lane}.{ext}").read_text().splitlines()]
             for what, ext in (("access", "log"), ("ledger", "jsonl"))]
-    for got, want in zip(*lines.values()):
+    for got, want in zip(*lines.values(), strict=True):
         assert len(got) == len(want) == 6
-        for a, b in zip(got, want):
+        for a, b in zip(got, want, strict=True):
             a.pop("time", None), b.pop("time", None)
             assert a == b
     access = lines[True][0]
