@@ -163,10 +163,12 @@ def test_embedded_default_starts_and_creates_its_origin(tmp_path):
     err = proc.stderr.read().decode()
     assert "created the empty origin directory" in err and "Traceback" not in err
     arena = Path(f"/dev/shm/edge-{port}.arena")
+    ctl = Path(f"{arena}.ctl")          # the shared index of several workers (the default)
     try:   # the arena file stays for a warm restart, with its index in state_dir
         assert arena.exists() and (tmp_path / "edge-state" / f"index-{port}.bin").exists()
     finally:
         arena.unlink(missing_ok=True)
+        ctl.unlink(missing_ok=True)
 
 
 def test_slow_readers_stay_and_stalled_ones_are_dropped(edge_factory, origin, tmp_path):
