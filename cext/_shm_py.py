@@ -23,6 +23,12 @@ from typing import Any, Self, final
 from ._slab import ALIGN, class_sizes, round_up
 
 MAGIC = 0x01_4D_48_53_45_47_44_45  # b"EDGESHM\x01" read as a little-endian uint64
+
+
+class RegionBusy(RuntimeError):
+    """The arena file or the region is held by another live process (both twins raise it)."""
+
+
 LAYOUT_VERSION = 2
 IMPL = 2  # this region is driven by the Python twin
 GONE, FILLING, READY, ORPHANED = 0, 1, 2, 3
@@ -143,7 +149,7 @@ def _open_file(path: str, size: int, create: bool, keep: bool = False) -> Any:
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if create else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"arena file {path} is in use by another process") from None
+            raise RegionBusy(f"arena file {path} is in use by another process") from None
         if create and not (keep and os.fstat(fd).st_size == size):
             os.ftruncate(fd, 0)  # a fresh create zeroes the region
             os.ftruncate(fd, size)
@@ -231,7 +237,7 @@ class SharedCache:
             fcntl.flock(ctl.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             ctl.close()
-            raise RuntimeError(f"shared cache {path} is attached by a live process") from None
+            raise RegionBusy(f"shared cache {path} is attached by a live process") from None
         try:
             os.ftruncate(ctl.fileno(), 0)
             os.ftruncate(ctl.fileno(), lay["ctl_size"])

@@ -267,36 +267,38 @@ cdef enum:
     F_RANGE = 4
 
 
+# The field names the lane reads or must not take, derived from KINDS (the names the request
+# path reads) plus Upgrade: what the lane does with each. The bytes are kept alive in _LANE_NAMES.
+cdef tuple _LANE_NAMES = tuple([*KINDS, _UPGRADE])
+cdef const char* _LANE_NAME[16]
+cdef Py_ssize_t _LANE_LEN[16]
+cdef int _LANE_KIND[16]
+cdef Py_ssize_t _LANE_N = len(_LANE_NAMES)
+
+
+cdef void _init_lane_fields() except *:
+    cdef Py_ssize_t i
+    cdef bytes name
+    cdef dict taken = {b"host": F_HOST, b"connection": F_CONNECTION, b"range": F_RANGE}
+    if _LANE_N > 16:
+        raise RuntimeError("cext.httphead: more lane field names than the table holds")
+    for i in range(_LANE_N):
+        name = _LANE_NAMES[i]
+        _LANE_NAME[i] = PyBytes_AS_STRING(name)
+        _LANE_LEN[i] = PyBytes_GET_SIZE(name)
+        _LANE_KIND[i] = taken.get(name, F_DECLINE)
+
+
+_init_lane_fields()
+
+
 cdef int _lane_field(const unsigned char* p, Py_ssize_t n) noexcept:
-    """How the hit lane treats a field name (any case): every name of KINDS but Host,
-    Connection and Range, and Upgrade, make it decline (tests/unit/test_hitlane.py holds it to
-    KINDS)."""
-    cdef unsigned char c = _lower(p[0])
-    if n == 4:
-        return F_HOST if _same_ci(p, n, b"host") else F_OTHER
-    if c == 99:                                                            # "c"
-        if n == 10 and _same_ci(p, n, b"connection"):
-            return F_CONNECTION
-        if n == 14 and _same_ci(p, n, b"content-length"):
-            return F_DECLINE
-    elif c == 105:                                                         # "i"
-        if ((n == 8 and (_same_ci(p, n, b"if-range") or _same_ci(p, n, b"if-match")))
-                or (n == 13 and _same_ci(p, n, b"if-none-match"))
-                or (n == 17 and _same_ci(p, n, b"if-modified-since"))
-                or (n == 19 and _same_ci(p, n, b"if-unmodified-since"))):
-            return F_DECLINE
-    elif c == 114:                                                         # "r"
-        if n == 5 and _same_ci(p, n, b"range"):
-            return F_RANGE
-    elif c == 97:                                                          # "a"
-        if n == 13 and _same_ci(p, n, b"authorization"):
-            return F_DECLINE
-    elif c == 116:                                                         # "t"
-        if n == 17 and _same_ci(p, n, b"transfer-encoding"):
-            return F_DECLINE
-    elif c == 117:                                                         # "u"
-        if n == 7 and _same_ci(p, n, b"upgrade"):
-            return F_DECLINE
+    """How the hit lane treats a field name (any case): Host, Connection and Range it reads,
+    every other name of KINDS and Upgrade make it decline, any other field it ignores."""
+    cdef Py_ssize_t i
+    for i in range(_LANE_N):
+        if _LANE_LEN[i] == n and _same_ci(p, n, _LANE_NAME[i]):
+            return _LANE_KIND[i]
     return F_OTHER
 
 
@@ -362,22 +364,6 @@ cdef Py_ssize_t _lane_head(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n,
             if kind < 0:
                 return 0
             conn |= kind
-
-
-cdef inline void _count(object app, object tenant, int status, Py_ssize_t nbytes) except *:
-    app.count(status, "hit", nbytes)
-    tenant.requests += 1
-    tenant.bytes_sent += nbytes
-
-
-cdef inline void _account(object app, object tenant, str key, int status, Py_ssize_t nbytes,
-                          Py_ssize_t size, Py_ssize_t first, Py_ssize_t last) except *:
-    """``HttpProtocol._account`` of a hit when the ledger and access log are off: ``first``
-    -1 for a response without body bytes."""
-    _count(app, tenant, status, nbytes)
-    mrc = app.mrc
-    if mrc is not None and first >= 0 and size:
-        mrc.account(tenant.name, key, first, last, size)
 
 
 cdef Py_ssize_t _digits(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
@@ -470,6 +456,32 @@ cdef class PlainHead:
                          self.r_tail, end_plain))
 
 
+cdef void _answered(object proto, object app, object tenant, str key, bint logged,
+                    bytes method, object rng, int status, bytes hit, Py_ssize_t nbytes,
+                    Py_ssize_t size, Py_ssize_t first, Py_ssize_t last, PlainHead h) except *:
+    """Account a hit the lane answered as ``HttpProtocol._account`` does (``first`` -1: no
+    body bytes): through it when the ledger or the access log is on, else its counting and
+    live-curve part here, with block 0's sampling remembered in ``h`` for a whole object
+    within block 0."""
+    if logged:
+        proto._account(method, key, rng, status, hit, nbytes, size,
+                       None if first < 0 else first, None if first < 0 else last)
+        return
+    app.count(status, "hit", nbytes)
+    tenant.requests += 1
+    tenant.bytes_sent += nbytes
+    mrc = app.mrc
+    if mrc is None or first < 0 or not size:
+        return
+    if first == 0 and last == size - 1 and size <= mrc.block_size:
+        if h.mrc is not mrc:
+            h.sampled = mrc.block0(tenant.name, key)
+            h.mrc = mrc
+        mrc.account_block0(tenant.name, key, size, h.sampled)
+    else:
+        mrc.account(tenant.name, key, first, last, size)
+
+
 cdef class HitLane:
     """Answers the plain cache hits at the start of a connection's bytes, compiled.
 
@@ -505,6 +517,8 @@ cdef class HitLane:
         cdef Py_ssize_t f[7]
         cdef long long r0, r1
         cdef Py_ssize_t max_head, max_url, max_headers
+        cdef int status
+        cdef PlainHead h
         cdef object app = proto.app
         cdef bint logged = app.ledger is not None or app.access_log is not None
         limits = proto.parser.boundary_limits()
@@ -537,73 +551,46 @@ cdef class HitLane:
             h = <PlainHead?>got
             if h.meta is not meta:
                 break
-            date = app.date
-            if h.date is not date:
-                h.head = h.before + date + h.after + self.end_plain
-                h.date = date
             size = meta.size
             if f[6]:                            # one byte range of a GET
-                if not _one_range(s + f[5], f[6] - f[5], size, &r0, &r1) or r1 - r0 > self.fast_max:
+                if not _one_range(s + f[5], f[6] - f[5], size, &r0, &r1):
                     break
-                head = h.range_head(self.before_206, date, r0, r1, size, self.end_plain)
+                head = h.range_head(self.before_206, app.date, r0, r1, size, self.end_plain)
                 if head is None:
                     break
+                status, rng = 206, data[f[5]:f[6]]
+            else:
+                date = app.date
+                if h.date is not date:
+                    h.head = h.before + date + h.after + self.end_plain
+                    h.date = date
+                head = h.head
+                status, rng = 200, None
+                r0, r1 = 0, (0 if f[0] else size)
+            if r1 - r0 > self.fast_max:
+                break
+            proto.tenant = tenant       # what the general path sets for any head it gets
+            proto.grant = None
+            method = _HEAD if f[0] else _GET
+            if r1 == r0:                        # HEAD, or an empty object
+                _answered(proto, app, tenant, key, logged, method, rng, status, self.hit, 0,
+                          size, -1, -1, h)
+                transport.write(head)
+            elif status == 200 and size <= self.small_copy:
+                out = storage.read_small(meta, head)
+                if out is None:
+                    break
+                _answered(proto, app, tenant, key, logged, method, rng, status, self.hit, size,
+                          size, 0, size - 1, h)
+                transport.write(out)
+            else:
                 out = [head]
                 pinned = []
                 if not proto._pin_views(storage, meta, r0, r1, out, pinned):
                     break
-                proto.tenant = tenant
-                proto.grant = None
-                if logged:
-                    proto._account(_GET, key, data[f[5]:f[6]], 206, self.hit, r1 - r0, size,
-                                   r0, r1 - 1)
-                else:
-                    _account(app, tenant, key, 206, r1 - r0, size, r0, r1 - 1)
+                _answered(proto, app, tenant, key, logged, method, rng, status, self.hit,
+                          r1 - r0, size, r0, r1 - 1, h)
                 proto._write_pinned(storage, out, pinned)
-                pos = end
-                if proto.write_paused or proto.closing:
-                    break
-                continue
-            head = h.head
-            if f[0] or size == 0:
-                proto.tenant = tenant
-                proto.grant = None
-                if logged:
-                    proto._account(_HEAD if f[0] else _GET, key, None, 200, self.hit, 0, size)
-                else:
-                    _account(app, tenant, key, 200, 0, size, -1, -1)
-                transport.write(head)
-            elif size <= self.small_copy:
-                out = storage.read_small(meta, head)
-                if out is None:
-                    break
-                proto.tenant = tenant
-                proto.grant = None
-                if logged:
-                    proto._account(_GET, key, None, 200, self.hit, size, size, 0, size - 1)
-                else:
-                    _count(app, tenant, 200, size)
-                    mrc = app.mrc
-                    if mrc is not None:        # _account's, block 0's sampling remembered
-                        if h.mrc is not mrc:
-                            h.sampled = mrc.block0(tenant.name, key)
-                            h.mrc = mrc
-                        mrc.account_block0(tenant.name, key, size, h.sampled)
-                transport.write(out)
-            elif size <= self.fast_max:
-                out = [head]
-                pinned = []
-                if not proto._pin_views(storage, meta, 0, size, out, pinned):
-                    break
-                proto.tenant = tenant
-                proto.grant = None
-                if logged:
-                    proto._account(_GET, key, None, 200, self.hit, size, size, 0, size - 1)
-                else:
-                    _account(app, tenant, key, 200, size, size, 0, size - 1)
-                proto._write_pinned(storage, out, pinned)
-            else:
-                break
             pos = end
             if proto.write_paused or proto.closing:
                 break

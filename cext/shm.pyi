@@ -17,6 +17,8 @@ ORPHANED: Final[int]             # 3: FILLING, but its owner died: a reader take
 MAX_WORKERS: Final[int]          # 62
 COUNTERS: Final[tuple[str, ...]]
 
+class RegionBusy(RuntimeError): ...   # held by another live process
+
 def class_sizes(page_size: int, min_chunk: int, growth: float) -> list[int]: ...
 def layout(arena_size: int, page_size: int, sizes: list[int], max_workers: int,
            index_capacity: int) -> dict[str, int]: ...

@@ -87,6 +87,7 @@ import mmap
 import os
 import socket
 
+from cext._shm_py import RegionBusy  # one class for both twins
 from cext._slab import ALIGN, class_sizes, round_up  # class_sizes: also this module's API
 
 cdef extern from "includes/shm_atomics.h" nogil:
@@ -239,7 +240,7 @@ def _open_file(path, size, create, keep=False):
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX if create else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"arena file {path} is in use by another process") from None
+            raise RegionBusy(f"arena file {path} is in use by another process") from None
         if create and not (keep and os.fstat(fd).st_size == size):
             os.ftruncate(fd, 0)      # a fresh create zeroes the region
             os.ftruncate(fd, size)
@@ -330,7 +331,7 @@ cdef class SharedCache:
             fcntl.flock(ctl.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             ctl.close()
-            raise RuntimeError(f"shared cache {path} is attached by a live process") from None
+            raise RegionBusy(f"shared cache {path} is attached by a live process") from None
         try:
             os.ftruncate(ctl.fileno(), 0)
             os.ftruncate(ctl.fileno(), lay["ctl_size"])

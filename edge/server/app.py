@@ -712,9 +712,7 @@ def _create_region(shm: Any, config: Config, path: str, size: int, workers: int,
                 path, size, config.block_size, min_chunk=config.min_chunk, max_workers=workers,
                 index_capacity=shared_index_capacity(size, config.block_size, config.min_chunk),
                 prefault=config.prefault, keep_arena=keep_arena)
-        except RuntimeError as exc:
-            if "in use" not in str(exc) and "live process" not in str(exc):
-                raise
+        except shm.RegionBusy as exc:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cache.arena_path: {exc}") from None
             if not waited:

@@ -435,6 +435,7 @@ class HttpProtocol(asyncio.Protocol):
         """Answer ``req`` synchronously if that needs no I/O; False to hand it to the task."""
         app = self.app
         tenant = self.tenant = app.single or app.route(req.host)
+        self.grant = None                          # set below if this request carries a token
         if req.error is not None or (req.method != b"GET" and req.method != b"HEAD") \
                 or not req.key:
             return self._precheck(req)
@@ -451,8 +452,6 @@ class HttpProtocol(asyncio.Protocol):
                 return True                        # 403 sent
             if req.method == b"GET":
                 return False                       # paid bytes take the accounted path
-        else:
-            self.grant = None                      # not a previous request's token
         storage = tenant.storage
         meta = storage.meta_cached(req.key)
         if meta is None:
