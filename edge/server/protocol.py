@@ -183,7 +183,12 @@ class HttpProtocol(asyncio.Protocol):
         now = self.app.now
         self.last_activity = now
         if _LANE is not None and not self.queue and not self.busy and not self.write_paused:
-            used = _LANE.serve(self, data)      # plain hits, answered without a Request
+            try:
+                used = _LANE.serve(self, data)      # plain hits, answered without a Request
+            except Exception:   # a bug: as _run does, log it, answer 500 and close
+                log.exception("internal error in the hit lane")
+                self._send_error(HTTPError(500, "internal error"), None)
+                return
             if used:
                 if used == len(data):
                     return

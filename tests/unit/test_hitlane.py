@@ -416,6 +416,20 @@ def test_access_log_and_ledger_lines_are_the_general_paths(served, tmp_path) -> 
     assert [x["bytes_sent"] for x in access][:4] == [1024, 0, 0, SIZES["multi.bin"]]
 
 
+def test_a_bug_in_the_lane_is_a_500_and_a_closed_connection(served, monkeypatch, caplog) -> None:
+    app, loop = served
+    both(served, [get("k1.bin")])
+
+    def broken(meta, prefix):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(app.tenants["acme"].storage, "read_small", broken)
+    out, _, seen = exchange(app, loop, [get("k1.bin") + get("k8.bin")], True)
+    assert out.startswith(b"HTTP/1.1 500 ") and out.count(b"HTTP/1.1 ") == 1 and seen == 0
+    assert b"Traceback" not in out and b"a bug" not in out
+    assert "internal error in the hit lane" in caplog.text
+
+
 def test_a_new_version_is_not_served_from_the_old_head(served) -> None:
     app, loop = served
     storage = app.tenants["acme"].storage
