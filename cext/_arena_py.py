@@ -7,6 +7,7 @@ of operation at the top of ``cext/arena.pyx``.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import mmap
 import os
@@ -18,7 +19,13 @@ from typing import Any, Self, final
 
 from ._slab import class_sizes
 
-_FREE, _USED, _DEFERRED = 0, 1, 2  # chunk states
+_FREE, _USED, _DEFERRED, _LEAKED = 0, 1, 2, 3  # chunk states
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 1, 2
+_SYS_PAGE = 4096  # sendfile/punch granularity: a chunk must be whole pages of this size
+_libc = ctypes.CDLL(None, use_errno=True)
+_fallocate = _libc.fallocate
+_fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong)
+_fallocate.restype = ctypes.c_int
 _PIN_MAX = 0x7FFFFFFF  # pin counts are int32 in the Cython twin
 _NIL = -1  # end of a free list / no page
 
@@ -44,6 +51,10 @@ class Arena:
         self._prefault = bool(prefault)
         self._closed = True  # until the mapping exists; close() is then a no-op
         self._file: Any = None
+        self._fd = -1
+        self._zero_copy = False
+        self._punched = 0
+        self._punch_failures = 0
         self._mmap: mmap.mmap | None = None
         self._base: memoryview | None = None
         self._q: memoryview | None = None
@@ -89,6 +100,8 @@ class Arena:
         self._free_pages = list(range(self._npages - 1, -1, -1))
         self._pins = [0] * (self._npages * self._spp)
         self._state = bytearray(self._npages * self._spp)
+        self._sent = bytearray(self._npages * self._spp)
+        self._holes = bytearray(self._npages)
         self._used_bytes = 0
         self._pinned_chunks = 0
         self._deferred_chunks = 0
@@ -98,16 +111,14 @@ class Arena:
         # prefault: MAP_POPULATE maps every page now (startup time) instead of on first touch
         # (a fault per 4 KiB during fills: first fills ran 4x slower without it).
         populate = mmap.MAP_POPULATE if self._prefault else 0
-        if path is None:
-            self._mmap = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | populate)
-        else:
-            self._file = _open_locked(path, size)
-            try:
-                self._mmap = mmap.mmap(self._file.fileno(), size, flags=mmap.MAP_SHARED | populate)
-            except BaseException:
-                self._file.close()
-                self._file = None
-                raise
+        self._file = _open_locked(path, size) if path is not None else _memfd(size)
+        try:
+            self._mmap = mmap.mmap(self._file.fileno(), size, flags=mmap.MAP_SHARED | populate)
+        except BaseException:
+            self._file.close()
+            self._file = None
+            raise
+        self._fd = self._file.fileno()
         self._base = memoryview(self._mmap)
         self._q = self._base.cast("q")  # free-list links: prev at q[off>>3], next at q[(off>>3)+1]
 
@@ -154,6 +165,8 @@ class Arena:
             raise ValueError("arena is closed")
         off = self._free_head[cls]
         if off != _NIL:
+            if self._holes[off // self._page_size]:
+                self._reserve(off, self._sizes[cls])
             q = self._q
             assert q is not None
             nxt = q[(off >> 3) + 1]
@@ -168,12 +181,18 @@ class Arena:
                 if not self._free_pages:
                     self._alloc_failures += 1
                     return -1
-                page = self._free_pages.pop()
+                page = self._free_pages[-1]
+                if self._holes[page]:       # a new class carves it: re-reserve it whole
+                    self._reserve(page * self._page_size, self._page_size)
+                    self._holes[page] = 0
+                self._free_pages.pop()
                 self._page_class[page] = cls
                 self._page_carved[page] = 0
                 self._cls_pages[cls] += 1
                 self._bump_page[cls] = page
             idx = self._page_carved[page]
+            if self._holes[page]:
+                self._reserve(page * self._page_size + idx * self._sizes[cls], self._sizes[cls])
             self._page_carved[page] = idx + 1
             if idx + 1 == self._per_page[cls]:
                 self._bump_page[cls] = _NIL
@@ -319,6 +338,34 @@ class Arena:
         assert self._base is not None
         return self._base[off : off + length]
 
+    @property
+    def fd(self) -> int:
+        """The descriptor of the mapped file (a memfd when anonymous), for ``sendfile``; -1
+        once closed."""
+        return self._fd
+
+    @property
+    def zero_copy(self) -> bool:
+        """Whether ``sendable`` may say yes (off by default; the owner turns it on where
+        punching holes is safe: see edge.cache.zerocopy)."""
+        return self._zero_copy
+
+    @zero_copy.setter
+    def zero_copy(self, on: bool) -> None:
+        self._zero_copy = bool(on)
+
+    def sendable(self, off: int) -> bool:
+        """May the allocated chunk at ``off`` (pinned by the caller) go to a socket with
+        ``sendfile`` from ``fd``? Yes when zero copy is on and the chunk is whole 4 KiB pages;
+        the chunk is then marked, and its release punches it out of the file before reuse."""
+        _, cls, slot = self._locate(off)
+        if self._state[slot] == _FREE:
+            raise ValueError(_not_used(off, _FREE))
+        if not self._zero_copy or self._sizes[cls] % _SYS_PAGE:
+            return False
+        self._sent[slot] = 1
+        return True
+
     # -- internals -------------------------------------------------------------------------
 
     def _locate(self, off: int) -> tuple[int, int, int]:
@@ -340,8 +387,27 @@ class Arena:
             raise ValueError(f"offset {off} is not the start of a chunk (class {cls}, {cs} bytes)")
         return page, cls, page * self._spp + idx
 
+    def _reserve(self, off: int, n: int) -> None:
+        """Give ``[off, off+n)`` of a page with holes its file blocks back (before any write)."""
+        if _fallocate(self._fd, 0, off, n) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"cannot re-reserve {n} bytes at arena offset {off} after a "
+                               f"zero-copy punch: {os.strerror(err)} (is the arena file's "
+                               f"filesystem full?)")
+
     def _release(self, off: int, page: int, cls: int, slot: int) -> None:
-        """Really free a used chunk: push it on its class free list, give back an empty page."""
+        """Really free a used chunk: push it on its class free list, give back an empty page.
+        A chunk handed to sendfile is punched out of the file first; if that fails it is never
+        reused (counted in ``punch_failures``), since its pages may still be in flight."""
+        if self._sent[slot]:
+            self._sent[slot] = 0
+            if _fallocate(self._fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, off,
+                          self._sizes[cls]) != 0:
+                self._punch_failures += 1
+                self._state[slot] = _LEAKED
+                return
+            self._punched += 1
+            self._holes[page] = 1
         q = self._q
         assert q is not None
         head = self._free_head[cls]
@@ -404,6 +470,9 @@ class Arena:
             "pinned_chunks": self._pinned_chunks,
             "deferred_chunks": self._deferred_chunks,
             "alloc_failures": self._alloc_failures,
+            "zero_copy": self._zero_copy,
+            "punched_chunks": self._punched,
+            "punch_failures": self._punch_failures,
             "classes": [
                 {
                     "class": c,
@@ -438,6 +507,7 @@ class Arena:
             except BufferError:
                 pass  # views exported: the mmap object unmaps when the last view goes
             self._mmap = None
+        self._fd = -1
         if self._file is not None:
             self._file.close()  # closing the descriptor drops the flock
             self._file = None
@@ -461,7 +531,21 @@ class Arena:
 def _not_used(off: int, state: int) -> str:
     if state == _DEFERRED:
         return f"chunk at offset {off} is already freed (deferred until unpinned)"
+    if state == _LEAKED:
+        return f"chunk at offset {off} is out of use (its zero-copy punch failed)"
     return f"offset {off} is not allocated (double free?)"
+
+
+def _memfd(size: int) -> Any:
+    """An anonymous arena's file: a memfd of ``size`` bytes (pages come on first touch, as
+    with an anonymous shared mapping), so it has a descriptor for ``sendfile``."""
+    f = open(os.memfd_create("edge-arena", os.MFD_CLOEXEC), "r+b", buffering=0)
+    try:
+        os.ftruncate(f.fileno(), size)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def _open_locked(path: str, size: int) -> Any:

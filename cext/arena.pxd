@@ -45,6 +45,14 @@ cdef class Arena:
     # --- per chunk slot, arrays of _npages * _spp (malloc'd) ---
     cdef int32_t* _pins              # pin count (0 for free chunks)
     cdef uint8_t* _state             # FREE, USED or DEFERRED (freed while pinned)
+    cdef uint8_t* _sent              # 1: handed to sendfile since its alloc (punch on release)
+
+    # --- zero copy ---
+    cdef int _fd                     # descriptor of the mapped file (a memfd when anonymous)
+    cdef bint _zero_copy             # sendable() may say yes
+    cdef uint8_t* _holes             # per page: some chunk in it was punched, not re-reserved
+    cdef Py_ssize_t _punched         # chunks punched out of the file on release
+    cdef Py_ssize_t _punch_failures  # punches that failed (those chunks are never reused)
 
     # --- counters ---
     cdef Py_ssize_t _used_bytes      # sum of chunk sizes used or deferred
@@ -55,4 +63,5 @@ cdef class Arena:
     cdef int _locate(self, Py_ssize_t off, Loc* loc) except -1
     cdef int _class_of(self, Py_ssize_t nbytes) except -1
     cdef void _release(self, Py_ssize_t off, Loc* loc) noexcept
+    cdef int _reserve(self, Py_ssize_t off, Py_ssize_t n) except -1
     cdef void _release_page(self, Py_ssize_t page, Py_ssize_t cls) noexcept

@@ -12,15 +12,29 @@ Theory of operation (memcached slabs.c, with page release):
     (O(chunks per page)) and the page goes back to the pool for any class.
   * A chunk handed to a response is pinned; freeing it while pinned only marks it DEFERRED (never
     listed, never reused, its bytes untouched) and the unpin to zero completes the free.
-Metadata lives outside the mapping in malloc'd C arrays: 5 bytes per chunk slot (int32 pins, a
-state byte; ``page_size // min_chunk`` slots per page, so at most 5 bytes per ``min_chunk`` of
-arena), 16 bytes per page and a few words per class. alloc/free/pin/unpin/view are O(1) except
-for taking or releasing a page. The arena is not thread-safe; the GIL makes each call atomic.
+Metadata lives outside the mapping in malloc'd C arrays: 6 bytes per chunk slot (int32 pins, a
+state byte, a sent byte; ``page_size // min_chunk`` slots per page, so at most 6 bytes per
+``min_chunk`` of arena), 17 bytes per page and a few words per class. alloc/free/pin/unpin/view
+are O(1) except for taking or releasing a page. The arena is not thread-safe; the GIL makes each
+call atomic.
+
+Zero copy. The mapping is always a file (the arena file, or a memfd when anonymous), so a
+response can ``sendfile`` a chunk from ``fd`` instead of copying it into the socket. The kernel
+keeps referencing sent pages after ``sendfile`` returns (a local receiver reads them later), and
+a released chunk is rewritten in place, so ``sendable(off)`` marks the chunk and its release
+punches it out of the file (FALLOC_FL_PUNCH_HOLE) before anything is written into it: in-flight
+data keeps the old pages, the file gets fresh ones. Only chunks of whole 4 KiB pages qualify (a
+punch zeroes a partial page in place). A page with holes is re-reserved (``fallocate``) before
+memory from it is handed out, so a full tmpfs fails an ``alloc`` with OSError, never a write
+with SIGBUS; that costs about what the page faults would (fresh zeroed pages), so only chunks
+really sent are punched.
 """
 cimport cython
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport calloc, free as c_free
+from libc.errno cimport errno
+from posix.types cimport off_t
 
 import fcntl
 import mmap
@@ -32,10 +46,19 @@ cdef enum:
     NIL = -1              # end of a free list / no page
     PIN_MAX = 0x7FFFFFFF  # pin counts are int32
 
+cdef extern from "fcntl.h" nogil:
+    int fallocate(int fd, int mode, off_t offset, off_t length)
+
+cdef enum:
+    FALLOC_FL_KEEP_SIZE = 1
+    FALLOC_FL_PUNCH_HOLE = 2
+    SYS_PAGE = 4096       # sendfile/punch granularity: a chunk must be whole pages of this size
+
 cdef enum:
     FREE = 0              # on its class free list, or not carved yet
     USED = 1              # allocated
     DEFERRED = 2          # freed while pinned: allocated until the last unpin
+    LEAKED = 3            # sent, and its punch failed: never reused (its pages may be in flight)
 
 
 cdef inline int64_t* _links(char* mem, int64_t off) noexcept nogil:
@@ -56,6 +79,8 @@ cdef inline Py_ssize_t _index(object v, str what) except? -1:
 cdef str _not_used(Py_ssize_t off, int state):
     if state == DEFERRED:
         return f"chunk at offset {off} is already freed (deferred until unpinned)"
+    if state == LEAKED:
+        return f"chunk at offset {off} is out of use (its zero-copy punch failed)"
     return f"offset {off} is not allocated (double free?)"
 
 
@@ -81,6 +106,7 @@ cdef class Arena:
         self._file = None
         self._base = None
         self._path = None
+        self._fd = -1
 
     def __init__(self, size, page_size=1 << 20, *, path=None, min_chunk=1024, growth=1.25,
                  prefault=False):
@@ -114,16 +140,14 @@ cdef class Arena:
         # prefault: MAP_POPULATE maps every page now (startup time) instead of on first touch
         # (a fault per 4 KiB during fills: first fills ran 4x slower without it).
         populate = mmap.MAP_POPULATE if prefault else 0
-        if path is None:
-            self._mmap = mmap.mmap(-1, size, flags=mmap.MAP_SHARED | populate)
-        else:
-            self._file = _open_locked(path, size)
-            try:
-                self._mmap = mmap.mmap(self._file.fileno(), size, flags=mmap.MAP_SHARED | populate)
-            except BaseException:
-                self._file.close()
-                self._file = None
-                raise
+        self._file = _open_locked(path, size) if path is not None else _memfd(size)
+        try:
+            self._mmap = mmap.mmap(self._file.fileno(), size, flags=mmap.MAP_SHARED | populate)
+        except BaseException:
+            self._file.close()
+            self._file = None
+            raise
+        self._fd = self._file.fileno()
         PyObject_GetBuffer(self._mmap, &self._buf, PyBUF_WRITABLE)
         self._has_buf = True
         self._base = memoryview(self._mmap)
@@ -157,6 +181,8 @@ cdef class Arena:
 
         self._pins = <int32_t*>_calloc(self._npages * self._spp, sizeof(int32_t))
         self._state = <uint8_t*>_calloc(self._npages * self._spp, sizeof(uint8_t))
+        self._sent = <uint8_t*>_calloc(self._npages * self._spp, sizeof(uint8_t))
+        self._holes = <uint8_t*>_calloc(self._npages, sizeof(uint8_t))
 
     def __dealloc__(self):
         c_free(self._sizes)
@@ -172,6 +198,8 @@ cdef class Arena:
         c_free(self._free_pages)
         c_free(self._pins)
         c_free(self._state)
+        c_free(self._sent)
+        c_free(self._holes)
         if self._has_buf:
             PyBuffer_Release(&self._buf)
             self._has_buf = False
@@ -229,6 +257,9 @@ cdef class Arena:
             raise ValueError("arena is closed")
         off = self._free_head[cls]
         if off != NIL:
+            page = off // self._page_size
+            if self._holes[page]:
+                self._reserve(off, self._sizes[cls])
             nxt = _links(self._mem, off)[1]
             self._free_head[cls] = nxt
             if nxt != NIL:
@@ -241,6 +272,10 @@ cdef class Arena:
                 if self._nfree_pages == 0:
                     self._alloc_failures += 1
                     return -1
+                page = self._free_pages[self._nfree_pages - 1]
+                if self._holes[page]:       # a new class carves it: re-reserve it whole
+                    self._reserve(page * self._page_size, self._page_size)
+                    self._holes[page] = 0
                 self._nfree_pages -= 1
                 page = self._free_pages[self._nfree_pages]
                 self._page_class[page] = cls
@@ -248,6 +283,8 @@ cdef class Arena:
                 self._cls_pages[cls] += 1
                 self._bump_page[cls] = page
             idx = self._page_carved[page]
+            if self._holes[page]:
+                self._reserve(page * self._page_size + idx * self._sizes[cls], self._sizes[cls])
             self._page_carved[page] = <int32_t>(idx + 1)
             if idx + 1 == self._per_page[cls]:
                 self._bump_page[cls] = NIL
@@ -406,6 +443,36 @@ cdef class Arena:
             )
         return self._base[o:o + n]
 
+    @property
+    def fd(self):
+        """The descriptor of the mapped file (a memfd when anonymous), for ``sendfile``; -1
+        once closed."""
+        return self._fd
+
+    @property
+    def zero_copy(self):
+        """Whether ``sendable`` may say yes (off by default; the owner turns it on where
+        punching holes is safe: see edge.cache.zerocopy)."""
+        return self._zero_copy
+
+    @zero_copy.setter
+    def zero_copy(self, on):
+        self._zero_copy = bool(on)
+
+    def sendable(self, off):
+        """May the allocated chunk at ``off`` (pinned by the caller) go to a socket with
+        ``sendfile`` from ``fd``? Yes when zero copy is on and the chunk is whole 4 KiB pages;
+        the chunk is then marked, and its release punches it out of the file before reuse."""
+        cdef Loc loc
+        cdef Py_ssize_t o = _index(off, "offset")
+        self._locate(o, &loc)
+        if self._state[loc.slot] == FREE:
+            raise ValueError(_not_used(o, FREE))
+        if not self._zero_copy or self._sizes[loc.cls] % SYS_PAGE:
+            return False
+        self._sent[loc.slot] = 1
+        return True
+
     # -- internals -------------------------------------------------------------------------
 
     cdef int _locate(self, Py_ssize_t off, Loc* loc) except -1:
@@ -429,11 +496,33 @@ cdef class Arena:
         loc.slot = page * self._spp + idx
         return 0
 
+    cdef int _reserve(self, Py_ssize_t off, Py_ssize_t n) except -1:
+        """Give ``[off, off+n)`` of a page with holes its file blocks back (before any write)."""
+        cdef int err
+        if fallocate(self._fd, 0, off, n) != 0:
+            err = errno
+            raise OSError(err, f"cannot re-reserve {n} bytes at arena offset {off} after a "
+                               f"zero-copy punch: {os.strerror(err)} (is the arena file's "
+                               f"filesystem full?)")
+        return 0
+
     cdef void _release(self, Py_ssize_t off, Loc* loc) noexcept:
-        """Really free a used chunk: push it on its class free list, give back an empty page."""
+        """Really free a used chunk: push it on its class free list, give back an empty page.
+        A chunk handed to sendfile is punched out of the file first; if that fails it is never
+        reused (counted in ``punch_failures``), since its pages may still be in flight."""
         cdef Py_ssize_t cls = loc.cls
         cdef int64_t head = self._free_head[cls]
-        cdef int64_t* links = _links(self._mem, off)
+        cdef int64_t* links
+        if self._sent[loc.slot]:
+            self._sent[loc.slot] = 0
+            if fallocate(self._fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+                         self._sizes[cls]) != 0:
+                self._punch_failures += 1
+                self._state[loc.slot] = LEAKED
+                return
+            self._punched += 1
+            self._holes[loc.page] = 1
+        links = _links(self._mem, off)
         links[0] = NIL
         links[1] = head
         if head != NIL:
@@ -492,6 +581,9 @@ cdef class Arena:
             "pinned_chunks": self._pinned_chunks,
             "deferred_chunks": self._deferred_chunks,
             "alloc_failures": self._alloc_failures,
+            "zero_copy": self._zero_copy,
+            "punched_chunks": self._punched,
+            "punch_failures": self._punch_failures,
             "classes": [
                 {
                     "class": c,
@@ -528,6 +620,7 @@ cdef class Arena:
             except BufferError:
                 pass  # views exported: the mmap object unmaps when the last view goes
             self._mmap = None
+        self._fd = -1
         if self._file is not None:
             self._file.close()  # closing the descriptor drops the flock
             self._file = None
@@ -541,6 +634,18 @@ cdef class Arena:
     def __repr__(self):
         state = "closed" if self._mem == NULL else f"{self._used_bytes} used"
         return f"<Arena size={self._size} page_size={self._page_size} path={self._path!r} {state}>"
+
+
+def _memfd(size):
+    """An anonymous arena's file: a memfd of ``size`` bytes (pages come on first touch, as
+    with an anonymous shared mapping), so it has a descriptor for ``sendfile``."""
+    f = open(os.memfd_create("edge-arena", os.MFD_CLOEXEC), "r+b", buffering=0)
+    try:
+        os.ftruncate(f.fileno(), size)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def _open_locked(path, size):

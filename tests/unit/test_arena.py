@@ -465,6 +465,9 @@ def test_stats_after_scripted_sequence(Arena):
             "pinned_chunks": 2,
             "deferred_chunks": 1,
             "alloc_failures": 2,
+            "zero_copy": False,
+            "punched_chunks": 0,
+            "punch_failures": 0,
         }
         assert len(classes) == 17
         assert [c["class"] for c in classes] == list(range(17))
