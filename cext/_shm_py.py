@@ -29,29 +29,31 @@ class RegionBusy(RuntimeError):
     """The arena file or the region is held by another live process (both twins raise it)."""
 
 
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3  # 3: SENT marks, holed pages, punch counters
 IMPL = 2  # this region is driven by the Python twin
 GONE, FILLING, READY, ORPHANED = 0, 1, 2, 3
 MAX_WORKERS = 62
 COUNTERS = ("alloc_failures", "index_full", "lock_recoveries", "worker_recoveries",
             "evictions", "evict_busy", "fills_begun", "fills_finished", "fills_failed",
             "deferred_frees", "index_rebuilds", "pins_recovered", "fills_dropped", "repairs",
-            "swept", "removed", "fills_orphaned", "fills_taken_over", "adopted")
+            "swept", "removed", "fills_orphaned", "fills_taken_over", "adopted",
+            "punched_chunks", "punch_failures")
 
 # header word indices (see cext/shm.pxd)
 (H_MAGIC, H_VERSION, H_IMPL, H_CTL_SIZE, H_ARENA_SIZE, H_PAGE_SIZE, H_MIN_CHUNK, H_NCLASSES,
  H_MAX_WORKERS, H_NPAGES, H_SPP, H_INDEX_CAP, H_NEXT_GEN, H_NONCE, H_NFREE_PAGES, H_USED_BYTES,
  H_LIVE, H_TOMBS, H_OFF_CLASSES) = range(19)
-H_SWEEP_HAND = 27
+H_SWEEP_HAND = 29
 H_COUNTERS = 32
 (K_ALLOC_FAILURES, K_INDEX_FULL, K_LOCK_RECOVERIES, K_WORKER_RECOVERIES, K_EVICTIONS,
  K_EVICT_BUSY, K_FILLS_BEGUN, K_FILLS_FINISHED, K_FILLS_FAILED, K_DEFERRED_FREES,
  K_INDEX_REBUILDS, K_PINS_RECOVERED, K_FILLS_DROPPED, K_REPAIRS, K_SWEPT,
- K_REMOVED, K_FILLS_ORPHANED, K_FILLS_TAKEN_OVER, K_ADOPTED) = range(H_COUNTERS, H_COUNTERS + 19)
+ K_REMOVED, K_FILLS_ORPHANED, K_FILLS_TAKEN_OVER, K_ADOPTED, K_PUNCHED_CHUNKS,
+ K_PUNCH_FAILURES) = range(H_COUNTERS, H_COUNTERS + 21)
 HDR_MUTEX = 512
 HDR_SIZE = 1024
 SECTIONS = ("classes", "workers", "page_class", "page_used", "page_carved", "free_pages",
-            "cword", "cstate", "index")
+            "page_holes", "cword", "cstate", "sent", "index")
 
 _NIL = -1
 _C_FREE, _C_USED = 0, 1
@@ -65,8 +67,20 @@ _WORKERS_MASK = _M64 & ~_FLAGS
 _CS, _CPP, _CHEAD, _CBUMP, _CPAGES, _CUSED = range(6)
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong)
 _PTHREAD_PROCESS_SHARED = 1
 _PTHREAD_MUTEX_ROBUST = 1
+_PUNCH_HOLE = 2 | 1  # fallocate mode FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+_SEND_UNIT = 4096    # a sendable chunk is made of whole pages of this size (punchable)
+
+
+def _fallocate(fd: int, mode: int, off: int, n: int) -> int:
+    """fallocate(2), retried on EINTR: 0 or the errno."""
+    while _libc.fallocate(fd, mode, off, n) != 0:
+        err = ctypes.get_errno()
+        if err != errno.EINTR:
+            return err
+    return 0
 
 
 def _mix(z: int) -> int:
@@ -106,7 +120,8 @@ def layout(arena_size: int, page_size: int, sizes: list[int], max_workers: int,
     for name, nbytes in (("classes", 48 * len(sizes)), ("workers", 64 * max_workers),
                          ("page_class", 4 * npages), ("page_used", 4 * npages),
                          ("page_carved", 4 * npages), ("free_pages", 4 * npages),
-                         ("cword", 8 * nslots), ("cstate", nslots), ("index", 64 * index_capacity)):
+                         ("page_holes", npages), ("cword", 8 * nslots), ("cstate", nslots),
+                         ("sent", nslots), ("index", 64 * index_capacity)):
         lay[name] = pos
         pos = round_up(pos + nbytes, ALIGN)
     lay["ctl_size"] = round_up(pos, 4096)
@@ -142,7 +157,8 @@ def _check_params(arena_size: Any, page_size: Any, min_chunk: Any, growth: Any,
 def _open_file(path: str, size: int, create: bool, keep: bool = False) -> Any:
     """Open (or create, sized and fallocated) the arena file, flocked (exclusively while
     created, shared once attached); ``keep``: an existing file of exactly ``size`` bytes keeps
-    its bytes."""
+    its bytes. A created file is fallocated whole, which also fills the holes a previous run
+    punched in a kept one (zero-copy: see cext/shm.pyx)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600) if create else os.open(path, os.O_RDWR)
     f = open(fd, "r+b", buffering=0)
     try:
@@ -218,6 +234,8 @@ class SharedCache:
         self._fills: dict[int, tuple[bytes, int, int]] = {}
         self._names: list[bytes] = []
         self._hits = self._misses = self._races = 0
+        self._fd = -1
+        self._zero_copy = False
 
     # -- construction ----------------------------------------------------------------------
 
@@ -227,7 +245,8 @@ class SharedCache:
                index_capacity: int | None = None, prefault: bool = False,
                keep_arena: bool = False) -> SharedCache:
         """Create (or re-create, empty) the arena file ``path`` and its ``path.ctl``;
-        ``keep_arena``: an arena file of exactly ``arena_size`` bytes keeps its bytes."""
+        ``keep_arena``: an arena file of exactly ``arena_size`` bytes keeps its bytes (it is
+        fallocated whole again, filling any holes a previous run punched)."""
         self = cls(_TOKEN)
         cap = _check_params(arena_size, page_size, min_chunk, growth, max_workers, index_capacity)
         sizes = class_sizes(page_size, min_chunk, float(growth))
@@ -371,18 +390,21 @@ class SharedCache:
         self._page_used = ctl[o["page_used"]:o["page_used"] + n4].cast("i")
         self._page_carved = ctl[o["page_carved"]:o["page_carved"] + n4].cast("i")
         self._free_pages = ctl[o["free_pages"]:o["free_pages"] + n4].cast("i")
+        self._page_holes = ctl[o["page_holes"]:o["page_holes"] + self._npages]
         self._cword = ctl[o["cword"]:o["cword"] + 8 * nslots].cast("Q")
         self._cstate = ctl[o["cstate"]:o["cstate"] + nslots]
+        self._sent = ctl[o["sent"]:o["sent"] + nslots]
         self._ib = ctl[o["index"]:o["index"] + 64 * self._cap]       # entries as bytes
         self._iq = self._ib.cast("Q")                                # entries as words
         self._views += [h, self._cls, self._wk, self._page_class, self._page_used,
-                        self._page_carved, self._free_pages, self._cword, self._cstate,
-                        self._ib, self._iq]
+                        self._page_carved, self._free_pages, self._page_holes, self._cword,
+                        self._cstate, self._sent, self._ib, self._iq]
         self._mutex = (ctypes.c_char * 64).from_buffer(cm, HDR_MUTEX)
         self._sizes = [self._cls[c * 6 + _CS] for c in range(self._nclasses)]
         self._base = memoryview(am)
         self._q = self._base.cast("q")  # free-list links: prev at q[off>>3], next at q[(off>>3)+1]
         self._names = [wake_name(h[H_NONCE], w) for w in range(self._max_workers)]
+        self._fd = self._arena_file.fileno()
 
     def _setc(self, c: int, field: int, v: int) -> None:
         self._cls[c * 6 + field] = v
@@ -418,6 +440,21 @@ class SharedCache:
         if self._sock is None:
             raise ValueError("only a worker handle has a wake-up socket")
         return self._sock.fileno()
+
+    @property
+    def fd(self) -> int:
+        """The arena file's descriptor (``os.sendfile`` from it at a chunk's offset); -1 once
+        closed."""
+        return self._fd
+
+    @property
+    def zero_copy(self) -> bool:
+        """Whether ``sendable`` may say yes (this handle only; default False)."""
+        return self._zero_copy
+
+    @zero_copy.setter
+    def zero_copy(self, on: bool) -> None:
+        self._zero_copy = bool(on)
 
     def chunk_size(self, nbytes: int) -> int:
         """The chunk size a block of ``nbytes`` occupies (its weight for the policy)."""
@@ -618,6 +655,24 @@ class SharedCache:
             self._unlock()
         assert self._base is not None
         return self._base[off:off + length]
+
+    def sendable(self, off: int) -> bool:
+        """Whether the chunk at ``off`` (pinned by this worker) may be sent with
+        ``os.sendfile(sock, fd, off, n)``: ``zero_copy`` is on and the chunk is made of whole
+        4 KiB pages. If so it is marked SENT: whoever really frees it punches it first."""
+        self._check_worker()
+        self._lock()
+        try:
+            slot = self._slot_checked(off)
+            if self._counts.get(slot, 0) == 0:
+                raise ValueError(f"chunk at offset {off} is not pinned by worker {self._wid}")
+            if (not self._zero_copy
+                    or self._sizes[self._page_class[slot // self._spp]] % _SEND_UNIT):
+                return False
+            self._sent[slot] = 1
+            return True
+        finally:
+            self._unlock()
 
     def _unpin_slot(self, slot: int) -> int:
         """Under the mutex."""
@@ -1052,7 +1107,8 @@ class SharedCache:
 
     def _rebuild(self) -> None:
         """Keep the entries that point at a USED chunk of the right class (once each), then
-        derive the allocator from them, the page classes and the USED bytes."""
+        derive the allocator from them, the page classes and the USED bytes (a SENT chunk
+        freed here is punched first)."""
         h, q, cword, cstate = self._h, self._iq, self._cword, self._cstate
         ref: set[int] = set()
         for i in range(self._cap):
@@ -1089,6 +1145,10 @@ class SharedCache:
                     used += 1
                     if w & _FREEING:
                         cword[s] = w & ~_FREEING
+                elif (j < per and cstate[s] == _C_USED and self._sent[s]
+                        and not self._punch(p, p * self._page_size + j * self._sizes[c],
+                                            self._sizes[c], s)):
+                    used += 1  # its punch failed: it stays allocated
                 else:
                     cstate[s] = _C_FREE
                     cword[s] = w & ~_FLAGS
@@ -1185,6 +1245,8 @@ class SharedCache:
                     for j in range(self._spp):
                         if cstate[p * self._spp + j] != _C_FREE:
                             bad.append(f"page {p} is free but slot {j} is used")
+                        if self._sent[p * self._spp + j]:
+                            bad.append(f"page {p} is free but slot {j} is marked SENT")
                     continue
                 if p in free_pages:
                     bad.append(f"page {p} is assigned and free")
@@ -1198,14 +1260,19 @@ class SharedCache:
                     if cstate[s] != _C_USED:
                         if w & _FLAGS:
                             bad.append(f"free slot {s} has flags")
+                        if self._sent[s]:
+                            bad.append(f"free slot {s} is marked SENT")
                         continue
                     used += 1
                     if j >= carved:
                         bad.append(f"slot {s} used beyond the carved part of page {p}")
+                    if self._sent[s] and self._sizes[c] % _SEND_UNIT:
+                        bad.append(f"slot {s} is marked SENT but its chunk of "
+                                   f"{self._sizes[c]} bytes is not whole 4 KiB pages")
                     if s not in refs:
                         if w & _DEFERRED and w & _WORKERS_MASK:
                             deferred += 1
-                        else:
+                        elif not (w & _FREEING and self._sent[s]):  # (else: a failed punch)
                             bad.append(f"chunk slot {s} is used but neither indexed nor "
                                        f"deferred-and-pinned (word {w:#x})")
                 if used != self._page_used[p]:
@@ -1309,43 +1376,78 @@ class SharedCache:
         return bisect_left(self._sizes, nbytes)
 
     def _alloc(self, cls: int) -> int:
+        """A chunk of class ``cls``, -1 if there is no memory. Memory from a holed page is
+        re-reserved before anything changes: OSError if that fails, the allocator untouched."""
         q, h = self._q, self._h
         off = self._getc(cls, _CHEAD)
         cs = self._sizes[cls]
         if off != _NIL:
+            page = off // self._page_size
+            if self._page_holes[page]:
+                self._reserve(off, cs)
             nxt = q[(off >> 3) + 1]
             self._setc(cls, _CHEAD, nxt)
             if nxt != _NIL:
                 q[nxt >> 3] = _NIL
-            page = off // self._page_size
             j = (off - page * self._page_size) // cs
         else:
             page = self._getc(cls, _CBUMP)
             if page == _NIL:
                 if h[H_NFREE_PAGES] == 0:
                     return -1
+                page = self._free_pages[h[H_NFREE_PAGES] - 1]
+                if self._page_holes[page]:
+                    self._reserve(page * self._page_size, self._page_size)
+                    self._page_holes[page] = 0
                 h[H_NFREE_PAGES] -= 1
-                page = self._free_pages[h[H_NFREE_PAGES]]
                 self._page_carved[page] = 0
                 self._page_used[page] = 0
                 self._page_class[page] = cls
                 self._setc(cls, _CPAGES, self._getc(cls, _CPAGES) + 1)
                 self._setc(cls, _CBUMP, page)
             j = self._page_carved[page]
+            off = page * self._page_size + j * cs
+            if self._page_holes[page]:
+                self._reserve(off, cs)
             self._page_carved[page] = j + 1
             if j + 1 == self._getc(cls, _CPP):
                 self._setc(cls, _CBUMP, _NIL)
-            off = page * self._page_size + j * cs
         self._cstate[page * self._spp + j] = _C_USED
         self._page_used[page] += 1
         self._setc(cls, _CUSED, self._getc(cls, _CUSED) + 1)
         h[H_USED_BYTES] += cs
         return off
 
+    def _reserve(self, off: int, n: int) -> None:
+        """Re-reserve ``[off, off+n)`` of the arena file (holes punched there): fallocate now
+        rather than SIGBUS at the first write on a full filesystem."""
+        err = _fallocate(self._fd, 0, off, n)
+        if err:
+            raise OSError(err, f"cannot re-reserve {n} bytes at arena offset {off} of "
+                               f"{self._path}: {os.strerror(err)} (the arena file's filesystem "
+                               f"is full?)")
+
+    def _punch(self, page: int, off: int, size: int, slot: int) -> bool:
+        """Punch the SENT chunk at ``off`` out of the arena file before it is freed (the
+        kernel may still read its pages). False if that failed: the chunk must stay allocated
+        (leaked, FREEING: never pinned again)."""
+        self._page_holes[page] = 1  # first: a death after the punch leaves the page flagged
+        if _fallocate(self._fd, _PUNCH_HOLE, off, size):
+            self._h[K_PUNCH_FAILURES] += 1
+            self._cword[slot] |= _FREEING
+            return False
+        self._sent[slot] = 0
+        self._h[K_PUNCHED_CHUNKS] += 1
+        return True
+
     def _release(self, off: int, slot: int) -> None:
+        """Free a USED chunk nobody pins (a SENT one is punched first; if that fails it stays
+        allocated)."""
         q = self._q
         page = off // self._page_size
         cls = self._page_class[page]
+        if self._sent[slot] and not self._punch(page, off, self._sizes[cls], slot):
+            return
         head = self._getc(cls, _CHEAD)
         q[off >> 3] = _NIL
         q[(off >> 3) + 1] = head
@@ -1393,6 +1495,7 @@ class SharedCache:
             finally:
                 self._bit = 0
         self._open = False
+        self._fd = -1
         self._mutex = None
         self._q = None  # type: ignore[assignment]
         for v in reversed(self._views):

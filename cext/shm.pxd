@@ -29,12 +29,14 @@ cdef enum:
     H_OFF_PAGE_USED = 21
     H_OFF_PAGE_CARVED = 22
     H_OFF_FREE_PAGES = 23
-    H_OFF_CWORD = 24
-    H_OFF_CSTATE = 25
-    H_OFF_INDEX = 26
-    H_SWEEP_HAND = 27      # next index slot evict_sweep() looks at (a hint, taken modulo the capacity)
+    H_OFF_PAGE_HOLES = 24
+    H_OFF_CWORD = 25
+    H_OFF_CSTATE = 26
+    H_OFF_SENT = 27
+    H_OFF_INDEX = 28
+    H_SWEEP_HAND = 29      # next index slot evict_sweep() looks at (a hint, taken modulo the capacity)
     H_COUNTERS = 32        # first of NCOUNTERS shared counters, updated under the mutex
-    NCOUNTERS = 19
+    NCOUNTERS = 21
     HDR_MUTEX = 512        # byte offset of the robust pthread mutex (64 bytes reserved)
     HDR_SIZE = 1024        # bytes of header; the sections follow
 
@@ -86,8 +88,12 @@ cdef class SharedCache:
     cdef int32_t* _page_used         # per page: chunks allocated
     cdef int32_t* _page_carved       # per page: chunks carved so far (bump allocation)
     cdef int32_t* _free_pages        # stack of free page indices, [0, H_NFREE_PAGES)
+    cdef uint8_t* _page_holes        # per page: 1 = chunks of it were punched out of the arena
+                                     # file; memory handed out from it is re-reserved first
     cdef uint64_t* _cword            # per chunk slot: worker pin bits | DEFERRED | FREEING
     cdef uint8_t* _cstate            # per chunk slot: FREE or USED (written under the mutex)
+    cdef uint8_t* _sent              # per chunk slot: 1 = handed to sendfile (set lock-free by a
+                                     # pinning worker): punch it when it is really freed
     cdef Entry* _index               # the hash table, [_cap]
 
     # --- arena mapping (<path>) ---
@@ -98,6 +104,7 @@ cdef class SharedCache:
     cdef char* _mem                  # base address of the arena mapping
     cdef object _base                # memoryview of the whole arena; view() slices it
     cdef object _path                # arena file path (str)
+    cdef int _fd                     # the arena file's descriptor, -1 once closed
 
     # --- geometry, copied from the header at attach ---
     cdef int64_t _arena_size         # bytes
@@ -119,13 +126,16 @@ cdef class SharedCache:
     cdef uint64_t _hits              # lookup_pin() that returned an entry
     cdef uint64_t _misses            # lookup_pin() that returned None
     cdef uint64_t _races             # lookups retried because a slot changed under them
+    cdef bint _zero_copy             # sendable() may say yes (off: it always says no)
 
     cdef int _lock(self) except -1
     cdef void _unlock(self) noexcept
     cdef int64_t _slot_of(self, int64_t off) noexcept nogil
     cdef int64_t _find(self, const uint8_t* oid, uint32_t idx) noexcept nogil
     cdef int _class_of(self, int64_t nbytes) noexcept nogil
-    cdef int64_t _alloc(self, int cls) noexcept nogil
+    cdef int64_t _alloc(self, int cls) except -2
+    cdef int _reserve(self, int64_t off, int64_t n) except -1
+    cdef bint _punch(self, int64_t page, int64_t off, int64_t size, int64_t slot) noexcept nogil
     cdef void _release(self, int64_t off, int64_t slot) noexcept nogil
     cdef void _release_page(self, int64_t page, int cls) noexcept nogil
     cdef void _remove_entry(self, int64_t i) noexcept nogil

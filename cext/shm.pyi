@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any, Final, Self, final
 
 MAGIC: Final[int]
-LAYOUT_VERSION: Final[int]
+LAYOUT_VERSION: Final[int]       # 3
 IMPL: Final[int]                 # 1 = compiled module, 2 = Python twin
 GONE: Final[int]                 # 0: the entry was removed (fill failed, owner died) or replaced
 FILLING: Final[int]              # 1: being filled by its owner; [0, filled) is readable
@@ -52,7 +52,8 @@ class SharedCache:
         """Create (or re-create, empty) ``path`` (the arena) and ``path + ".ctl"``; refused
         while any process has them in use. The handle has worker_id -1: recover, evict,
         adopt, stats, check; no pins, no fills. ``keep_arena``: an arena file of exactly
-        ``arena_size`` bytes keeps its bytes (for ``adopt``); otherwise it is zeroed."""
+        ``arena_size`` bytes keeps its bytes (for ``adopt``); otherwise it is zeroed. Either
+        way the file is fallocated whole (filling holes a previous run punched)."""
     @classmethod
     def attach(cls, path: str, worker_id: int) -> SharedCache:
         """Attach worker ``worker_id``; recovers the id's previous process if it died
@@ -67,6 +68,14 @@ class SharedCache:
     def page_size(self) -> int: ...
     @property
     def max_workers(self) -> int: ...
+    @property
+    def fd(self) -> int:
+        """The arena file's descriptor (``os.sendfile`` from it); -1 once closed."""
+    @property
+    def zero_copy(self) -> bool:
+        """Whether ``sendable`` may say yes (per handle; default False)."""
+    @zero_copy.setter
+    def zero_copy(self, on: bool) -> None: ...
     @property
     def wake_fd(self) -> int:
         """Readable after a watched fill progressed: ``loop.add_reader(wake_fd, ...)``."""
@@ -85,11 +94,16 @@ class SharedCache:
     def pins(self, off: int) -> int: ...
     def view(self, off: int, length: int) -> memoryview:
         """Writable view of a chunk this worker pins; no copy."""
+    def sendable(self, off: int) -> bool:
+        """True if the chunk at ``off`` (pinned by this worker) may be sent with
+        ``os.sendfile(sock, fd, off, n)``: ``zero_copy`` is on and the chunk is whole 4 KiB
+        pages. It is then marked SENT: whoever frees it punches it out of the file first."""
 
     # miss path: under the shared mutex
     def begin_fill(self, oid: bytes, idx: int, length: int) -> int | None:
         """Offset of a new FILLING block owned and pinned by this worker; -1 when there is no
-        memory or index room (evict and retry); None when already indexed (lookup_pin it)."""
+        memory or index room (evict and retry); None when already indexed (lookup_pin it).
+        OSError when memory punched by zero-copy cannot be re-reserved (filesystem full)."""
     def fill_gen(self, off: int) -> int:
         """The entry generation of this worker's open fill at ``off``."""
     def advance_fill(self, off: int, filled: int) -> bool:
@@ -128,7 +142,9 @@ class SharedCache:
         worker attaches); returns the refused (oid, idx). Verify checksums afterwards."""
     def check(self) -> dict[str, int]:
         """Verify every invariant (quiescent moments); RuntimeError listing violations."""
-    def stats(self) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, Any]:
+        """Shared counters (COUNTERS, e.g. punched_chunks, punch_failures), occupancy, and
+        this handle's lookup counters."""
     def close(self) -> None:
         """Detach (a worker releases its pins and fills first); idempotent."""
     def __enter__(self) -> Self: ...

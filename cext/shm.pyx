@@ -71,6 +71,27 @@ Warm restart. ``create(keep_arena=True)`` keeps the bytes of an existing arena f
 right size (the control file is always made anew: nothing in it is trusted after a stop), and
 ``adopt`` re-indexes blocks READY at the offsets a clean stop recorded (``ready_entries``).
 The caller verifies their checksums before any worker attaches (edge/cache/shared.py).
+A kept file may hold holes the previous run punched (below): ``create`` fallocates the whole
+file again (cheap where nothing is missing), so the new control region flags no page as holed.
+
+Zero-copy. A worker may send a block with ``os.sendfile`` straight from the arena file (``fd``)
+instead of copying it into the socket. After sendfile returns, the kernel still references
+those page-cache pages (a local receiver reads them later), but the allocator recycles chunks
+in place: a freed chunk rewritten with new bytes would change data in flight. So
+``sendable(off)``, asked while the caller pins the chunk and with ``zero_copy`` on, marks the
+chunk SENT (one byte per chunk slot, stored lock-free: the free that reads it comes after the
+last unpin, whose atomic orders the store before it), and whoever really frees a SENT chunk --
+any free path: ``_release``, or ``_rebuild`` after a death -- first punches it out of the file
+(fallocate PUNCH_HOLE|KEEP_SIZE), flagging its page as holed. The in-flight references keep
+the old pages; the file gets fresh zero pages at the next touch. Only chunks made of whole
+4 KiB pages are sendable: punching part of a page zeroes it in place, under its neighbours and
+its own in-flight bytes. A failed punch leaves the chunk allocated (leaked, ``punch_failures``;
+a later ``_rebuild`` tries again) rather than reused. The arena was fallocated at create so that a full tmpfs fails there, not
+with SIGBUS at a write; memory handed out from a holed page is therefore re-reserved first
+(fallocate mode 0: the whole page when it leaves the free-page pool, which clears its flag,
+else just the chunk), and if that fails ``begin_fill`` raises OSError with the chunk still free.
+A punch costs ~24 us per MiB and re-reserving a holed MiB ~450 us (a present one ~29 us): only
+chunks actually sent are punched, and only memory in holed pages is re-reserved.
 
 Limits: at most 62 worker ids (one bit each in the 64-bit chunk word); one handle per process
 per worker id, used from one thread (its pin counts are private and unsynchronised).
@@ -78,6 +99,7 @@ per worker id, used from one thread (its pin counts are private and unsynchronis
 cimport cython
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.errno cimport EINTR, errno
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free as c_free, malloc
 from libc.string cimport memcmp, memcpy, memset
@@ -97,6 +119,8 @@ cdef extern from "includes/shm_atomics.h" nogil:
     void shm_store_rel(uint64_t* p, uint64_t v)
     void shm_store_rlx(uint64_t* p, uint64_t v)
     void shm_store_sc(uint64_t* p, uint64_t v)
+    uint8_t shm_load8_rlx(const uint8_t* p)
+    void shm_store8_rel(uint8_t* p, uint8_t v)
     int shm_cas(uint64_t* p, uint64_t expected, uint64_t desired)
     uint64_t shm_fetch_or(uint64_t* p, uint64_t v)
     uint64_t shm_fetch_and(uint64_t* p, uint64_t v)
@@ -111,15 +135,19 @@ cdef extern from "includes/shm_atomics.h" nogil:
     int SHM_EOWNERDEAD
     int SHM_ENOTRECOVERABLE
 
+cdef extern from "fcntl.h" nogil:
+    int fallocate(int fd, int mode, int64_t offset, int64_t length)
+
 MAGIC = 0x01_4D_48_53_45_47_44_45   # b"EDGESHM\x01" read as a little-endian uint64
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3                     # 3: SENT marks, holed pages, punch counters
 IMPL = 1                               # this region is driven by the compiled module
 GONE, FILLING, READY, ORPHANED = 0, 1, 2, 3   # entry states as the API reports them
 MAX_WORKERS = 62
 COUNTERS = ("alloc_failures", "index_full", "lock_recoveries", "worker_recoveries",
             "evictions", "evict_busy", "fills_begun", "fills_finished", "fills_failed",
             "deferred_frees", "index_rebuilds", "pins_recovered", "fills_dropped", "repairs",
-            "swept", "removed", "fills_orphaned", "fills_taken_over", "adopted")
+            "swept", "removed", "fills_orphaned", "fills_taken_over", "adopted",
+            "punched_chunks", "punch_failures")
 
 cdef enum:
     NIL = -1
@@ -132,6 +160,8 @@ cdef enum:
     S_ORPHANED = 3        # API only: an entry FILLING with owner ORPHAN
     ORPHAN = 0xFF         # owner of a FILLING entry whose owner died (fsw bits 40..47)
     RETRIES = 4           # lookup retries when a slot changes under the reader
+    PUNCH_HOLE = 2 | 1    # fallocate mode FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+    SEND_UNIT = 4096      # a sendable chunk is made of whole pages of this size (punchable)
 
 # counters: index into the header words
 cdef enum:
@@ -154,6 +184,8 @@ cdef enum:
     K_FILLS_ORPHANED
     K_FILLS_TAKEN_OVER
     K_ADOPTED
+    K_PUNCHED_CHUNKS
+    K_PUNCH_FAILURES
 
 cdef uint64_t DEFERRED = (<uint64_t>1) << 62   # chunk word: removed while pinned
 cdef uint64_t FREEING = (<uint64_t>1) << 63    # chunk word: an evictor owns it (set from 0)
@@ -194,7 +226,8 @@ def layout(arena_size, page_size, sizes, max_workers, index_capacity):
     for name, nbytes in (("classes", 48 * len(sizes)), ("workers", 64 * max_workers),
                          ("page_class", 4 * npages), ("page_used", 4 * npages),
                          ("page_carved", 4 * npages), ("free_pages", 4 * npages),
-                         ("cword", 8 * nslots), ("cstate", nslots), ("index", 64 * index_capacity)):
+                         ("page_holes", npages), ("cword", 8 * nslots), ("cstate", nslots),
+                         ("sent", nslots), ("index", 64 * index_capacity)):
         lay[name] = pos
         pos = round_up(pos + nbytes, ALIGN)
     lay["ctl_size"] = round_up(pos, 4096)
@@ -230,7 +263,9 @@ def _open_file(path, size, create, keep=False):
     """Open (or create, sized and fallocated) the arena file, flocked: exclusively while it
     is being created (refused while a process uses it, e.g. a one-worker edge's private
     arena), shared once attached. ``keep``: an existing file of exactly ``size`` bytes keeps
-    its bytes (a warm restart); anything else is zeroed."""
+    its bytes (a warm restart); anything else is zeroed. Either way a created file is
+    fallocated whole: that also fills the holes a previous run punched in a kept file (see
+    zero-copy in the theory of operation), so no page of it needs re-reserving later."""
     if create:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     else:
@@ -294,6 +329,7 @@ cdef class SharedCache:
         self._mem = NULL
         self._counts = NULL
         self._wid = -1
+        self._fd = -1
         self._fills = {}
         self._names = []
 
@@ -317,7 +353,8 @@ cdef class SharedCache:
         Refused while any process has the region (or the arena file) in use. Returns the
         supervisor's handle (worker id -1: it may recover workers, adopt, read stats, not pin
         or fill). ``keep_arena``: an existing arena file of exactly ``arena_size`` bytes keeps
-        its bytes for ``adopt`` (the index is empty all the same).
+        its bytes for ``adopt`` (the index is empty all the same); it is fallocated whole
+        again, filling any holes a previous run punched (zero-copy).
         """
         cdef SharedCache self = SharedCache.__new__(SharedCache)
         cdef Py_ssize_t i
@@ -355,7 +392,8 @@ cdef class SharedCache:
             h[H_NEXT_GEN] = 2
             h[H_NONCE] = int.from_bytes(os.urandom(8), "little")
             for i, name in enumerate(("classes", "workers", "page_class", "page_used",
-                                      "page_carved", "free_pages", "cword", "cstate", "index")):
+                                      "page_carved", "free_pages", "page_holes", "cword",
+                                      "cstate", "sent", "index")):
                 h[H_OFF_CLASSES + i] = lay[name]
             self._bind_sections()
             for i in range(self._nclasses):
@@ -454,6 +492,7 @@ cdef class SharedCache:
         self._has_arena_buf = True
         self._mem = <char*>self._arena_buf.buf
         self._base = memoryview(self._arena_mmap)
+        self._fd = self._arena_file.fileno()
 
     def _bind_sections(self):
         cdef uint64_t* h = self._h
@@ -471,8 +510,10 @@ cdef class SharedCache:
         self._page_used = <int32_t*>(c + h[H_OFF_PAGE_USED])
         self._page_carved = <int32_t*>(c + h[H_OFF_PAGE_CARVED])
         self._free_pages = <int32_t*>(c + h[H_OFF_FREE_PAGES])
+        self._page_holes = <uint8_t*>(c + h[H_OFF_PAGE_HOLES])
         self._cword = <uint64_t*>(c + h[H_OFF_CWORD])
         self._cstate = <uint8_t*>(c + h[H_OFF_CSTATE])
+        self._sent = <uint8_t*>(c + h[H_OFF_SENT])
         self._index = <Entry*>(c + h[H_OFF_INDEX])
         self._names = [wake_name(h[H_NONCE], w) for w in range(self._max_workers)]
 
@@ -504,6 +545,21 @@ cdef class SharedCache:
         if self._sock is None:
             raise ValueError("only a worker handle has a wake-up socket")
         return self._sock.fileno()
+
+    @property
+    def fd(self):
+        """The arena file's descriptor (``os.sendfile`` from it at a chunk's offset); -1 once
+        closed."""
+        return self._fd
+
+    @property
+    def zero_copy(self):
+        """Whether ``sendable`` may say yes (this handle only; default False)."""
+        return self._zero_copy
+
+    @zero_copy.setter
+    def zero_copy(self, on):
+        self._zero_copy = bool(on)
 
     def chunk_size(self, nbytes):
         """The chunk size a block of ``nbytes`` occupies (its weight for the policy)."""
@@ -680,6 +736,24 @@ cdef class SharedCache:
         if not 0 <= n <= self._cls[self._page_class[o // self._page_size]].size:
             raise ValueError(f"length {n} out of range for the chunk at offset {o}")
         return self._base[o:o + n]
+
+    def sendable(self, off):
+        """Whether the chunk at ``off`` (pinned by this worker) may be sent with
+        ``os.sendfile(sock, fd, off, n)``: ``zero_copy`` is on and the chunk is made of whole
+        4 KiB pages. If so the chunk is marked SENT, so that whoever really frees it later
+        punches it out of the arena file first (the kernel may still read the sent pages).
+        No lock: the mark is a byte store made while the pin holds the chunk."""
+        cdef int64_t slot
+        if self._bit == 0:
+            self._check_worker()
+        slot = self._slot_checked(off)
+        if self._counts[slot] == 0:
+            raise ValueError(f"chunk at offset {off} is not pinned by worker {self._wid}")
+        if not self._zero_copy or self._cls[self._page_class[slot // self._spp]].size % SEND_UNIT:
+            return False
+        if shm_load8_rlx(&self._sent[slot]) == 0:   # a hot block: one shared write, once
+            shm_store8_rel(&self._sent[slot], 1)
+        return True
 
     cdef int _unpin_slot(self, int64_t slot) except -1:
         cdef uint64_t old
@@ -1204,7 +1278,8 @@ cdef class SharedCache:
     cdef int _rebuild(self) except -1:
         """Keep the index entries that point at a USED chunk of the right class (once each),
         then derive the allocator (free lists, free pages, counters) from them, the page
-        classes and the USED bytes. Under the mutex."""
+        classes and the USED bytes (a SENT chunk freed here is punched first, as in
+        ``_release``). Under the mutex."""
         cdef int64_t nslots = self._npages * self._spp, slot, p, j, s, used, off, nfree = 0
         cdef uint64_t i, g, w
         cdef Entry* e
@@ -1260,6 +1335,10 @@ cdef class SharedCache:
                             used += 1
                             if w & FREEING:
                                 shm_fetch_and(&self._cword[s], ~FREEING)
+                        elif self._cstate[s] == C_USED and self._sent[s] and not self._punch(
+                                p, p * self._page_size + j * self._cls[c].size,
+                                self._cls[c].size, s):
+                            used += 1             # its punch failed: it stays allocated
                         else:
                             self._cstate[s] = C_FREE
                             shm_fetch_and(&self._cword[s], ~FLAGS)
@@ -1371,6 +1450,8 @@ cdef class SharedCache:
                     for j in range(self._spp):
                         if self._cstate[p * self._spp + j] != C_FREE:
                             bad.append(f"page {p} is free but slot {j} is used")
+                        if self._sent[p * self._spp + j]:
+                            bad.append(f"page {p} is free but slot {j} is marked SENT")
                     continue
                 if p in free_pages:
                     bad.append(f"page {p} is assigned and free")
@@ -1384,14 +1465,19 @@ cdef class SharedCache:
                     if self._cstate[s] != C_USED:
                         if w & FLAGS:
                             bad.append(f"free slot {s} has flags")
+                        if self._sent[s]:
+                            bad.append(f"free slot {s} is marked SENT")
                         continue
                     used += 1
                     if j >= carved:
                         bad.append(f"slot {s} used beyond the carved part of page {p}")
+                    if self._sent[s] and self._cls[c].size % SEND_UNIT:
+                        bad.append(f"slot {s} is marked SENT but its chunk of "
+                                   f"{self._cls[c].size} bytes is not whole 4 KiB pages")
                     if s not in refs:
                         if w & DEFERRED and w & WORKERS_MASK:
                             deferred += 1
-                        else:
+                        elif not (w & FREEING and self._sent[s]):   # (else: a failed punch)
                             bad.append(f"chunk slot {s} is used but neither indexed nor "
                                        f"deferred-and-pinned (word {w:#x})")
                 if used != self._page_used[p]:
@@ -1576,47 +1662,94 @@ cdef class SharedCache:
                 hi = mid
         return lo
 
-    cdef int64_t _alloc(self, int cls) noexcept nogil:
+    cdef int64_t _alloc(self, int cls) except -2:
+        """A chunk of class ``cls``, -1 if there is no memory. Memory from a holed page is
+        re-reserved before anything changes: OSError if that fails, the allocator untouched."""
         cdef ClassInfo* k = &self._cls[cls]
         cdef int64_t off, nxt, page, j
         off = k.free_head
         if off != NIL:
+            page = off // self._page_size
+            if self._page_holes[page]:
+                self._reserve(off, k.size)
             nxt = _links(self._mem, off)[1]
             k.free_head = nxt
             if nxt != NIL:
                 _links(self._mem, nxt)[0] = NIL
-            page = off // self._page_size
             j = (off - page * self._page_size) // k.size
         else:
             page = k.bump_page
             if page == NIL:
                 if self._h[H_NFREE_PAGES] == 0:
                     return -1
+                page = self._free_pages[self._h[H_NFREE_PAGES] - 1]
+                if self._page_holes[page]:
+                    self._reserve(page * self._page_size, self._page_size)
+                    self._page_holes[page] = 0
                 self._h[H_NFREE_PAGES] -= 1
-                page = self._free_pages[self._h[H_NFREE_PAGES]]
                 self._page_carved[page] = 0
                 self._page_used[page] = 0
                 (<volatile int32_t*>self._page_class)[page] = cls
                 k.pages += 1
                 k.bump_page = page
             j = self._page_carved[page]
+            off = page * self._page_size + j * k.size
+            if self._page_holes[page]:
+                self._reserve(off, k.size)
             self._page_carved[page] = <int32_t>(j + 1)
             if j + 1 == k.per_page:
                 k.bump_page = NIL
-            off = page * self._page_size + j * k.size
         self._cstate[page * self._spp + j] = C_USED
         self._page_used[page] += 1
         k.used += 1
         self._h[H_USED_BYTES] += k.size
         return off
 
+    cdef int _reserve(self, int64_t off, int64_t n) except -1:
+        """Re-reserve ``[off, off+n)`` of the arena file (holes punched there): fallocate now
+        rather than SIGBUS at the first write on a full filesystem."""
+        cdef int rc
+        with nogil:
+            rc = fallocate(self._fd, 0, off, n)
+            while rc != 0 and errno == EINTR:
+                rc = fallocate(self._fd, 0, off, n)
+            if rc != 0:
+                rc = errno
+        if rc != 0:
+            raise OSError(rc, f"cannot re-reserve {n} bytes at arena offset {off} of "
+                              f"{self._path}: {os.strerror(rc)} (the arena file's filesystem "
+                              f"is full?)")
+        return 0
+
+    cdef bint _punch(self, int64_t page, int64_t off, int64_t size, int64_t slot) noexcept nogil:
+        """Punch the SENT chunk at ``off`` out of the arena file before it is freed (the
+        kernel may still read its pages: they stay its own, the file gets new ones). False if
+        that failed: the chunk must stay allocated (leaked, FREEING: never pinned again)."""
+        cdef int rc
+        self._page_holes[page] = 1    # first: a death after the punch leaves the page flagged
+        rc = fallocate(self._fd, PUNCH_HOLE, off, size)
+        while rc != 0 and errno == EINTR:
+            rc = fallocate(self._fd, PUNCH_HOLE, off, size)
+        if rc != 0:
+            self._h[K_PUNCH_FAILURES] += 1
+            shm_fetch_or(&self._cword[slot], FREEING)
+            return False
+        self._sent[slot] = 0
+        self._h[K_PUNCHED_CHUNKS] += 1
+        return True
+
     cdef void _release(self, int64_t off, int64_t slot) noexcept nogil:
-        """Free a USED chunk nobody pins: onto its class free list; an empty page to the pool."""
+        """Free a USED chunk nobody pins: onto its class free list; an empty page to the pool.
+        A SENT chunk is punched first (before a link is written into it); if that fails it
+        stays allocated."""
         cdef int64_t page = off // self._page_size
         cdef int cls = self._page_class[page]
         cdef ClassInfo* k = &self._cls[cls]
-        cdef int64_t head = k.free_head
+        cdef int64_t head
         cdef int64_t* links = _links(self._mem, off)
+        if self._sent[slot] and not self._punch(page, off, k.size, slot):
+            return
+        head = k.free_head
         links[0] = NIL
         links[1] = head
         if head != NIL:
@@ -1666,6 +1799,7 @@ cdef class SharedCache:
         self._ctl = NULL
         self._mem = NULL
         self._h = NULL
+        self._fd = -1
         if self._base is not None:
             self._base.release()
             self._base = None

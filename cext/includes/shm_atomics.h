@@ -18,6 +18,10 @@ static inline uint64_t shm_load_sc(const uint64_t *p) { return __atomic_load_n(p
 static inline void shm_store_rel(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline void shm_store_rlx(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 static inline void shm_store_sc(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+/* A byte flag set lock-free by a pinning worker (the SENT mark), read under the mutex by whoever
+ * frees the chunk after the last unpin (whose read-modify-write orders it after this store). */
+static inline uint8_t shm_load8_rlx(const uint8_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void shm_store8_rel(uint8_t *p, uint8_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
 /* Read-modify-write: sequentially consistent (pins and waiter masks are Dekker-style pairs). */
 static inline int shm_cas(uint64_t *p, uint64_t expected, uint64_t desired) {
