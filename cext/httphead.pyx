@@ -590,7 +590,7 @@ cdef class HitLane:
                     break
                 _answered(proto, app, tenant, key, logged, method, rng, status, self.hit,
                           r1 - r0, size, r0, r1 - 1, h)
-                proto._write_pinned(storage, out, pinned)
+                proto._write_pinned(storage, out, pinned, r0)
             pos = end
             if proto.write_paused or proto.closing:
                 break

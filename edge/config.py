@@ -36,6 +36,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_url_length": 8192,
         "max_ranges": 16,
         "max_pipeline": 16,
+        "sendfile_min": "64KiB",
     },
     "cache": {
         "size": "256MiB",
@@ -270,6 +271,7 @@ class Config:
     max_url_length: int
     max_ranges: int
     max_pipeline: int
+    sendfile_min: int         # 0: never sendfile (bodies are copied into the socket)
     cache_size: int
     block_size: int
     min_chunk: int
@@ -566,6 +568,8 @@ def build(raw: dict[str, Any], *, source: str = "<defaults>",
         max_url_length=_int(s["max_url_length"], "server.max_url_length", 16, 1 << 20),
         max_ranges=_int(s["max_ranges"], "server.max_ranges", 1, 1000),
         max_pipeline=_int(s["max_pipeline"], "server.max_pipeline", 1, 1024),
+        sendfile_min=0 if s["sendfile_min"] == "off" else parse_size(s["sendfile_min"],
+                                                                     "server.sendfile_min"),
         cache_size=size,
         block_size=block_size,
         min_chunk=min_chunk,

@@ -75,6 +75,7 @@ def snapshot(app: App) -> dict[str, Any]:
         "pid": os.getpid(),
         "requests": {f"{s}|{cs}": n for (s, cs), n in app.requests.items()},
         "bytes": dict(app.bytes_sent),
+        "sendfile_bytes": app.sendfile_bytes,
         "connections": len(app.connections),
         "blocks": blocks,
         "fills": totals["fills"], "fill_failures": totals["fill_failures"],
@@ -88,6 +89,7 @@ def snapshot(app: App) -> dict[str, Any]:
             "shared": shared,
             "size": arena["size"], "used": arena["used_bytes"],
             "pinned_chunks": arena["pinned_chunks"],
+            "punched_chunks": arena.get("punched_chunks", 0),
             "classes": [{"chunk_size": k["chunk_size"], "used": k["chunks_used"] * k["chunk_size"],
                          "free": k["chunks_free"] * k["chunk_size"]} for k in arena["classes"]],
         },
@@ -139,6 +141,14 @@ class SnapshotCollector:
         for k, v in _sum_dicts(s["bytes"] for s in snaps).items():
             sent.add_metric([k], v)
         yield sent
+        zc = CounterMetricFamily("edge_sendfile_bytes", "Body bytes sent with sendfile from the "
+                                 "arena (zero copy)")
+        zc.add_metric([], sum(s.get("sendfile_bytes", 0) for s in snaps))
+        yield zc
+        punched = CounterMetricFamily("edge_arena_punched_chunks", "Arena chunks sent with "
+                                      "sendfile and punched out of the arena file before reuse")
+        punched.add_metric([], sum(s["arena"].get("punched_chunks", 0) for s in snaps))
+        yield punched
         for name, doc in (("fills", "Block fills started"), ("fill_failures", "Block fills that failed"),
                           ("transient_fills", "Fills not stored in the arena"),
                           ("evictions", "Blocks evicted"), ("block_hits", "Block lookups that hit"),

@@ -152,11 +152,25 @@ class SharedArena:
         self.page_size: int = handle.page_size
         self.path: str | None = handle.path
         self.waits: dict[int, SharedBlock] = {}     # id -> block a reader waits on remotely
+        self.sendable = handle.sendable     # may a pinned chunk go out with sendfile (marks it)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def view(self, off: int, length: int) -> memoryview:
         return cast(memoryview, self.handle.view(off, length))
+
+    @property
+    def fd(self) -> int:
+        """The arena file's descriptor, for sendfile."""
+        return cast(int, self.handle.fd)
+
+    @property
+    def zero_copy(self) -> bool:
+        return cast(bool, self.handle.zero_copy)
+
+    @zero_copy.setter
+    def zero_copy(self, on: bool) -> None:
+        self.handle.zero_copy = on
 
     def watch(self, block: SharedBlock) -> bool:
         """Arm a wake-up for ``block``'s remote fill and read its progress; True if news."""
@@ -200,6 +214,7 @@ class SharedArena:
         s = self.handle.stats()
         return {"size": s["arena_size"], "used_bytes": s["used_bytes"],
                 "pinned_chunks": s["pinned_chunks"], "entries": s["entries"],
+                "punched_chunks": s.get("punched_chunks", 0),
                 "classes": [{"chunk_size": k["chunk_size"], "chunks_used": k["chunks_used"],
                              "chunks_free": k["pages"] * (self.page_size // k["chunk_size"])
                              - k["chunks_used"]} for k in s["classes"]]}
@@ -383,12 +398,17 @@ class SharedStorage(Storage):
             return None, True
         shm, oid = self.shm, meta.oid
         for _ in range(RACE_TRIES):
-            off = shm.begin_fill(oid, idx, length)
-            tries = 0
-            while off == -1 and tries < EXTRA_EVICTION_TRIES:
-                tries += 1
-                self._make_room(bk, weight)
+            try:
                 off = shm.begin_fill(oid, idx, length)
+                tries = 0
+                while off == -1 and tries < EXTRA_EVICTION_TRIES:
+                    tries += 1
+                    self._make_room(bk, weight)
+                    off = shm.begin_fill(oid, idx, length)
+            except OSError as exc:  # memory punched after a sendfile could not be re-reserved
+                log.warning("cannot cache block %d of %s: %s; served uncached", idx, meta.key,
+                            exc)
+                off = -1
             if off is None:              # another worker indexed it first: join its fill
                 r = shm.lookup_pin(oid, idx)
                 if r is not None:

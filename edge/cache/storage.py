@@ -528,14 +528,18 @@ class Storage:
         if not weight:
             return None, True
         arena = self.arena
-        off = arena.alloc(length)
-        tries = 0
-        while off < 0 and tries < EXTRA_EVICTION_TRIES:
-            tries += 1
-            for v in self.policy.evict(weight):
-                if v != bk:
-                    self._drop(v)
+        try:
             off = arena.alloc(length)
+            tries = 0
+            while off < 0 and tries < EXTRA_EVICTION_TRIES:
+                tries += 1
+                for v in self.policy.evict(weight):
+                    if v != bk:
+                        self._drop(v)
+                off = arena.alloc(length)
+        except OSError as exc:      # memory punched after a sendfile could not be re-reserved
+            log.warning("cannot cache block %d of %s: %s; served uncached", idx, meta.key, exc)
+            off = -1
         if off < 0:
             self.counters.alloc_failures += 1
             self.policy.remove(bk)

@@ -40,7 +40,7 @@ from edge import config as cfg
 from edge import metrics
 from edge.accesslog import AccessLog
 from edge.budget import BudgetStore
-from edge.cache import SharedArena, SharedStorage, Storage, restore_index, save_index
+from edge.cache import SharedArena, SharedStorage, Storage, restore_index, save_index, zerocopy
 from edge.cache.shared import (
     Restored,
     read_worker_metas,
@@ -63,7 +63,7 @@ log = logging.getLogger("edge")
 # Keys a reload cannot change in a running process (reported, never half-applied).
 RESTART_KEYS = ("listen", "workers", "state_dir", "cache_size", "block_size", "min_chunk",
                 "arena_path", "eviction", "revalidate_after", "max_fills", "uncached_memory", "readahead",
-                "prefault", "admin_listen", "log_file", "shutdown_timeout")
+                "prefault", "admin_listen", "log_file", "shutdown_timeout", "sendfile_min")
 LIMIT_KEYS = ("max_head_size", "max_headers", "max_url_length", "max_ranges", "max_pipeline",
               "header_timeout", "idle_timeout", "send_timeout")
 
@@ -200,6 +200,10 @@ class App:
         self.metrics_dir = os.path.join(config.state_dir, "metrics")
         self._apply_limits(config)
         self.readahead = config.readahead
+        arena = next(iter(storages.values())).arena
+        # body pieces of at least this many bytes go out with sendfile (0: never)
+        self.sendfile_min = config.sendfile_min if getattr(arena, "zero_copy", False) else 0
+        self.sendfile_bytes = 0         # body bytes that went out with sendfile
         self.connections: set = set()
         self.now = time.monotonic()
         self.date = format_http_date(time.time())
@@ -472,6 +476,7 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
             _remove_stale_ctl(arena_path)
         arena = cext.load("arena").Arena(size, config.block_size, path=arena_path,
                                          min_chunk=config.min_chunk, prefault=config.prefault)
+    _enable_zero_copy(config, arena, arena_path if shared is None else shared, worker)
     storages = make_storages(config, arena)
     for st in storages.values():
         st.origin.start()       # type: ignore[attr-defined]  # an OriginPool
@@ -556,6 +561,18 @@ async def run_worker(config: Config, sock: socket.socket, *, worker: int = 0, wo
             arena.close()
         except BufferError:
             log.debug("arena still referenced at exit; the OS unmaps it")
+
+
+def _enable_zero_copy(config: Config, arena: Any, path: str | None, worker: int) -> None:
+    """Turn sendfile from the arena on, unless ``server.sendfile_min`` is off or punching
+    holes in the arena's file would not be safe here (edge/cache/zerocopy.py)."""
+    if not config.sendfile_min:
+        return
+    reason = zerocopy.unsafe_reason(path)
+    if reason is None:
+        arena.zero_copy = True
+    elif worker == 0:
+        log.warning("sendfile off, bodies are copied into sockets: %s", reason)
 
 
 def _remove_stale_ctl(arena_path: str) -> None:

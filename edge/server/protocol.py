@@ -8,11 +8,16 @@ keeps order, and owns the I/O-side concerns:
 * Hit fast path: when the object's metadata is cached and every block of the response is
   ready, the response is written synchronously from ``data_received`` (no task, no await).
   Otherwise one task per connection handles the request (origin lookups, fills, streaming).
-* Zero-copy body: arena memory goes out as pinned memoryviews through ``writelines``; the
-  transport's write-buffer limits are (0, 0), so ``pause_writing`` fires whenever the kernel
-  did not take everything and ``resume_writing`` exactly when the buffer is empty again. The
-  pins of what was written are released at that moment, never earlier; error paths abort the
-  transport (dropping its buffer) before releasing pins.
+* Zero-copy body: while the transport has nothing buffered, a piece of at least
+  ``server.sendfile_min`` bytes from a chunk the arena calls ``sendable`` goes to the socket
+  with ``sendfile`` from the arena's file (no copy at all: the arena punches such a chunk out
+  of its file before reusing it, so in-flight pages keep their bytes). Everything else, and
+  whatever the kernel did not take, goes out as pinned memoryviews through ``writelines``
+  (the kernel copies them as the socket drains); the transport's write-buffer limits are
+  (0, 0), so ``pause_writing`` fires whenever the kernel did not take everything and
+  ``resume_writing`` exactly when the buffer is empty again. The pins of what was written
+  are released at that moment, never earlier; error paths abort the transport (dropping its
+  buffer) before releasing pins.
 * Timeouts: a server-wide sweeper calls :meth:`HttpProtocol.check` once a second: a request
   head must arrive within ``header_timeout`` (408), an idle keep-alive connection is closed
   after ``idle_timeout``, and a client that takes no bytes for ``send_timeout`` is dropped.
@@ -165,6 +170,7 @@ class HttpProtocol(asyncio.Protocol):
         self.buffered_seen = 0        # transport buffer size at the last check (send progress)
         self.grant: Grant | None = None       # the current request's download token
         self.pay: tuple[str, int, int] | None = None   # paid response: (budget id, cap, slack)
+        self.sock_fd = -1             # the socket, for sendfile (-1: none, never sendfile)
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -174,6 +180,10 @@ class HttpProtocol(asyncio.Protocol):
         if peer:
             self.peer = f"{peer[0]}:{peer[1]}"
         self.transport.set_write_buffer_limits(0, 0)
+        if self.app.sendfile_min:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                self.sock_fd = sock.fileno()
         self.last_activity = self.app.now
         self.app.connections.add(self)
 
@@ -488,7 +498,8 @@ class HttpProtocol(asyncio.Protocol):
         out[0] = frame_head(p.status, p.headers, date=self.app.date, cache_status=HIT,
                             keep_alive=req.keep_alive, http_minor=req.http_minor)
         self._done(req, p.status, HIT, p.content_length, meta.size, *_span(p.parts), parts=p.parts)
-        self._write_pinned(storage, out, pinned)
+        self._write_pinned(storage, out, pinned,
+                           p.parts[0][0] if len(p.parts) == 1 else -1)
         self._finish(req)
         return True
 
@@ -514,14 +525,60 @@ class HttpProtocol(asyncio.Protocol):
             pos = stop
         return True
 
-    def _write_pinned(self, storage: Storage, out: list, pinned: list[Block]) -> None:
-        """Write ``out``; its pins are released once the kernel holds the bytes."""
-        self.transport.writelines(out)
+    def _write_pinned(self, storage: Storage, out: list, pinned: list[Block],
+                      start: int = -1) -> None:
+        """Write ``out``; its pins are released once the kernel holds the bytes. With
+        ``start`` (object byte of the body's start), ``out`` is a head and then one view per
+        block of ``pinned``, and the body may go out with sendfile."""
+        if start >= 0 and self.sock_fd >= 0:
+            bs = storage.block_size
+            first = start - start // bs * bs
+            spans = [(b, first if i == 0 else 0) for i, b in enumerate(pinned)]
+            self.transport.write(out[0])
+            self._send_views(storage, out, spans, 1)
+        else:
+            self.transport.writelines(out)
         if self.transport.get_write_buffer_size():
             self.held.extend(pinned)
         else:
             for x in pinned:
                 storage.release(x)
+
+    def _send_views(self, storage: Storage, views: list, spans: list, i: int) -> None:
+        """Write ``views[i:]`` in order, ``spans[k - i]`` being ``(block, start in block)``
+        of ``views[k]``. While the transport has nothing buffered, a view of at least
+        ``sendfile_min`` bytes of a sendable chunk goes out with sendfile, others with a plain
+        write; from the first piece the kernel does not take whole, the rest goes to the
+        transport. The caller keeps every pin until the transport's buffer is empty."""
+        transport = self.transport
+        n = len(views)
+        least = self.app.sendfile_min
+        arena = storage.arena
+        sendable = arena.sendable
+        fd = self.sock_fd
+        base = i
+        while i < n and not transport.get_write_buffer_size():
+            v = views[i]
+            size = len(v)
+            b, a = spans[i - base]
+            if size < least or b.off < 0 or not sendable(b.off):
+                transport.write(v)
+                i += 1
+                continue
+            try:
+                sent = os.sendfile(fd, arena.fd, b.off + a, size)
+            except BlockingIOError:
+                sent = 0
+            except OSError:             # the client is gone: as a failed write would
+                self._abort()
+                return
+            self.app.sendfile_bytes += sent
+            if sent < size:
+                views[i] = v[sent:]
+                break
+            i += 1
+        if i < n:
+            transport.writelines(views[i:])
 
     def _handle_plain(self, req: Request, meta: ObjectMeta, tenant: Tenant) -> bool:
         """The 200 of a hit without Range or preconditions: the whole object, cached head."""
@@ -548,7 +605,7 @@ class HttpProtocol(asyncio.Protocol):
         if not self._pin_views(storage, meta, 0, size, out, pinned):
             return False
         self._done(req, 200, HIT, size, size, 0, size - 1)
-        self._write_pinned(storage, out, pinned)
+        self._write_pinned(storage, out, pinned, 0)
         self._finish(req)
         return True
 
@@ -682,6 +739,7 @@ class HttpProtocol(asyncio.Protocol):
         assert transport is not None
         bs = storage.block_size
         out: list = []
+        spans: list = []              # (block, start in block) of each view in out
         queued = 0
         pos = start
         cur: Block | None = None      # the block being read; joins self.held once fully queued
@@ -708,11 +766,13 @@ class HttpProtocol(asyncio.Protocol):
                                 if paid:
                                     self._charge(charged, base + a, out)
                                     charged = base + a
-                                transport.writelines(out)
+                                self._emit(storage, out, spans)
                                 out = []
+                                spans = []
                             await storage.wait(cur, a + 1)
                         c = min(stop, storage.available(cur))
                     out.append(storage.view(cur, a, c))
+                    spans.append((cur, a))
                     queued += c - a
                     self.body_sent += c - a
                     a = c
@@ -723,8 +783,9 @@ class HttpProtocol(asyncio.Protocol):
                     if paid:
                         self._charge(charged, pos, out)
                         charged = pos
-                    transport.writelines(out)
+                    self._emit(storage, out, spans)
                     out = []
+                    spans = []
                     queued = 0
                     if self.write_paused:
                         await self._drain()     # resume_writing releases what is held
@@ -738,6 +799,13 @@ class HttpProtocol(asyncio.Protocol):
         finally:
             if cur is not None:
                 storage.release(cur)
+
+    def _emit(self, storage: Storage, views: list, spans: list) -> None:
+        """Queue a streamed batch (pins are the caller's, in ``held``)."""
+        if self.sock_fd >= 0:
+            self._send_views(storage, views, spans, 0)
+        else:
+            self.transport.writelines(views)
 
     # -- timeouts -------------------------------------------------------------------------
 

@@ -468,3 +468,31 @@ def test_metadata_ttl_chooses_the_cache(make):
     assert type(st2._meta).__name__ == "FifoDict"
     run(read_all(st2, "k"))
     assert st2.meta_cached("k") is not None
+
+
+class _NoReserve:
+    """An arena whose memory cannot be re-reserved after zero-copy punches (a full tmpfs)."""
+
+    def __init__(self, arena):
+        self._arena = arena
+
+    def __getattr__(self, name):
+        return getattr(self._arena, name)
+
+    def alloc(self, nbytes):
+        raise OSError(28, "cannot re-reserve 65536 bytes at arena offset 0 after a zero-copy "
+                          "punch: No space left on device")
+
+
+def test_memory_that_cannot_be_reserved_serves_the_block_uncached(make, caplog):
+    st, origin, arena = make({"k": DATA})
+    st.arena = _NoReserve(arena)
+
+    async def main():
+        assert await read_all(st, "k") == DATA
+        await st.settle()
+        assert st.blocks == 0 and st.counters.transient_fills == 6
+        assert st.counters.alloc_failures == 6
+
+    run(main())
+    assert "served uncached" in caplog.text and "No space left" in caplog.text
