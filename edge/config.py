@@ -36,7 +36,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_url_length": 8192,
         "max_ranges": 16,
         "max_pipeline": 16,
-        "sendfile_min": "64KiB",
+        "sendfile_min": "256KiB",
     },
     "cache": {
         "size": "256MiB",

@@ -90,7 +90,7 @@ def test_bytes_in_flight_survive_eviction_and_reuse(edge_factory, origin, tmp_pa
     names = [f"f{i}.bin" for i in range(12)]
     files = make_files(origin, {n: BLOCK for n in names})
     cfg = tmp_path / "edge.toml"
-    cfg.write_text('[cache]\neviction = "lru"\n')
+    cfg.write_text('[server]\nsendfile_min = "64KiB"\n[cache]\neviction = "lru"\n')
     e, metric = serve(edge_factory, origin, "--cache-size", "512KiB", "--block-size", "64KiB",
                       config=str(cfg), pure=impl == "py")
     assert get(e, "/f0.bin")[1] == files["f0.bin"]          # cached

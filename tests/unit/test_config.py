@@ -106,3 +106,15 @@ def test_bad_toml_and_unreadable_file(tmp_path):
         cfg.load(str(p))
     with pytest.raises(cfg.ConfigError, match="--config: cannot read"):
         cfg.load(str(tmp_path / "nope.toml"))
+
+
+def test_sendfile_min(tmp_path):
+    assert cfg.load(None).sendfile_min == 256 * 1024
+    p = tmp_path / "edge.toml"
+    p.write_text('[server]\nsendfile_min = "off"\n')
+    assert cfg.load(str(p)).sendfile_min == 0
+    p.write_text('[server]\nsendfile_min = "1MiB"\n')
+    assert cfg.load(str(p)).sendfile_min == 1 << 20
+    p.write_text('[server]\nsendfile_min = "lots"\n')
+    with pytest.raises(cfg.ConfigError, match=r"^server\.sendfile_min: expected a size"):
+        cfg.load(str(p))
