@@ -532,9 +532,8 @@ class HttpProtocol(asyncio.Protocol):
         block of ``pinned``, and the body may go out with sendfile."""
         if start >= 0 and self.sock_fd >= 0:
             bs = storage.block_size
-            first = start - start // bs * bs
-            spans = [(b, first if i == 0 else 0) for i, b in enumerate(pinned)]
-            self.transport.write(out[0])
+            at = start - start // bs * bs
+            spans = [(b, at if i == 0 else 0) for i, b in enumerate(pinned)]
             self._send_views(storage, out, spans, 1)
         else:
             self.transport.writelines(out)
@@ -544,29 +543,37 @@ class HttpProtocol(asyncio.Protocol):
             for x in pinned:
                 storage.release(x)
 
-    def _send_views(self, storage: Storage, views: list, spans: list, i: int) -> None:
-        """Write ``views[i:]`` in order, ``spans[k - i]`` being ``(block, start in block)``
-        of ``views[k]``. While the transport has nothing buffered, a view of at least
-        ``sendfile_min`` bytes of a sendable chunk goes out with sendfile, others with a plain
-        write; from the first piece the kernel does not take whole, the rest goes to the
-        transport. The caller keeps every pin until the transport's buffer is empty."""
+    def _send_views(self, storage: Storage, views: list, spans: list, first: int) -> None:
+        """Write ``views`` in order; ``views[:first]`` are not arena memory (a head), and
+        ``spans[k - first]`` is ``(block, start in block)`` of ``views[k]``. A view of at least
+        ``sendfile_min`` bytes of a sendable chunk goes out with sendfile when the transport
+        has nothing buffered; the views between two such go out together with one
+        ``writelines``, and from the first piece the kernel does not take whole, everything
+        goes to the transport. The caller keeps every pin until the buffer is empty."""
         transport = self.transport
         n = len(views)
+        if self.closing or transport.is_closing():  # its descriptor may be gone, even reused
+            transport.writelines(views)
+            return
         least = self.app.sendfile_min
         arena = storage.arena
-        sendable = arena.sendable
-        fd = self.sock_fd
-        base = i
-        while i < n and not transport.get_write_buffer_size():
+        k = 0                           # views[k:i] wait to be written together
+        i = first
+        while i < n:
             v = views[i]
             size = len(v)
-            b, a = spans[i - base]
-            if size < least or b.off < 0 or not sendable(b.off):
-                transport.write(v)
+            b, a = spans[i - first]
+            if size < least or b.off < 0:
+                i += 1
+                continue
+            if k < i:
+                transport.writelines(views[k:i])
+                k = i
+            if transport.get_write_buffer_size() or not arena.sendable(b.off):
                 i += 1
                 continue
             try:
-                sent = os.sendfile(fd, arena.fd, b.off + a, size)
+                sent = os.sendfile(self.sock_fd, arena.fd, b.off + a, size)
             except BlockingIOError:
                 sent = 0
             except OSError:             # the client is gone: as a failed write would
@@ -577,8 +584,9 @@ class HttpProtocol(asyncio.Protocol):
                 views[i] = v[sent:]
                 break
             i += 1
-        if i < n:
-            transport.writelines(views[i:])
+            k = i
+        if k < n:
+            transport.writelines(views[k:])
 
     def _handle_plain(self, req: Request, meta: ObjectMeta, tenant: Tenant) -> bool:
         """The 200 of a hit without Range or preconditions: the whole object, cached head."""
