@@ -8,45 +8,27 @@ punches a sent chunk out of its file before reuse, so the client still gets the 
 from __future__ import annotations
 
 import http.client
-import re
 import socket
 import time
 
 import pytest
 
 from .conftest import make_files
+from .test_workers_shared import free_port, metric
 
 KIB = 1024
 BLOCK = 64 * KIB
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(edge_factory, origin, *args, **kw):
     """An edge with its admin API; returns (edge, a function reading a metric)."""
     aport = free_port()
     e = edge_factory(origin, "--admin-listen", f"127.0.0.1:{aport}", *args, **kw)
-
-    def metric(name: str) -> float:
-        conn = http.client.HTTPConnection("127.0.0.1", aport, timeout=10)
-        try:
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode()
-        finally:
-            conn.close()
-        m = re.search(rf"^{name} (\S+)$", text, re.M)
-        assert m, f"{name} not in /metrics"
-        return float(m.group(1))
-
     deadline = time.monotonic() + 10
     while True:
         try:
-            metric("edge_sendfile_bytes_total")
-            return e, metric
+            metric(aport, "edge_sendfile_bytes_total")
+            return e, lambda name: metric(aport, name)
         except OSError:
             if time.monotonic() > deadline:
                 raise

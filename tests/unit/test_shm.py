@@ -772,6 +772,19 @@ def test_cross_process_wakeup_with_asyncio(shm, path, sup):
     a.close()
 
 
+def assert_same_layout(files: list[tuple[bytes, bytes]]) -> None:
+    """The (control file, arena file) bytes the two twins left are the same, but for the
+    words that differ by design (implementation, nonce) and the pthread mutex."""
+    (c_ctl, c_arena), (py_ctl, py_arena) = files
+    assert c_arena == py_arena
+    mask = bytearray(len(c_ctl))
+    for word in (2, 13):                       # impl, nonce
+        mask[word * 8:word * 8 + 8] = b"\1" * 8
+    mask[512:576] = b"\1" * 64                 # the pthread mutex
+    diff = [i for i in range(len(c_ctl)) if c_ctl[i] != py_ctl[i] and not mask[i]]
+    assert len(c_ctl) == len(py_ctl) and diff == []
+
+
 @pytest.mark.skipif(cext.NO_EXTENSIONS, reason="needs both twins")
 def test_twins_share_one_layout(tmp_path):
     """The same calls on both twins leave byte-identical files (but for the implementation
@@ -797,14 +810,7 @@ def test_twins_share_one_layout(tmp_path):
         files.append((open(p + ".ctl", "rb").read(), open(p, "rb").read()))
         sup.close()
         assert keep is not None
-    (c_ctl, c_arena), (py_ctl, py_arena) = files
-    assert c_arena == py_arena
-    mask = bytearray(len(c_ctl))
-    for word in (2, 13):                       # impl, nonce
-        mask[word * 8:word * 8 + 8] = b"\1" * 8
-    mask[512:576] = b"\1" * 64                 # the pthread mutex
-    diff = [i for i in range(len(c_ctl)) if c_ctl[i] != py_ctl[i] and not mask[i]]
-    assert len(c_ctl) == len(py_ctl) and diff == []
+    assert_same_layout(files)
 
 
 @pytest.mark.skipif(cext.NO_EXTENSIONS, reason="needs both twins")
@@ -828,11 +834,4 @@ def test_twins_adopt_to_one_layout(tmp_path):
         sup.check()
         files.append((open(p + ".ctl", "rb").read(), open(p, "rb").read()))
         sup.close()
-    (c_ctl, c_arena), (py_ctl, py_arena) = files
-    assert c_arena == py_arena
-    mask = bytearray(len(c_ctl))
-    for word in (2, 13):                       # impl, nonce
-        mask[word * 8:word * 8 + 8] = b"\1" * 8
-    mask[512:576] = b"\1" * 64                 # the pthread mutex
-    diff = [i for i in range(len(c_ctl)) if c_ctl[i] != py_ctl[i] and not mask[i]]
-    assert len(c_ctl) == len(py_ctl) and diff == []
+    assert_same_layout(files)
