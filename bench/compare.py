@@ -9,7 +9,7 @@
 What it does:
 
 * makes a fresh directory under /dev/shm (removed at exit) holding 1k.bin (1 KiB),
-  64k.bin (64 KiB) and 256m.bin (256 MiB), all random bytes;
+  64k.bin (64 KiB), 1m.bin (1 MiB) and 256m.bin (256 MiB), all random bytes;
 * starts nginx (``daemon off; master_process off; worker_processes 1``, sendfile, tcp_nopush,
   no access log), the edge (``python -m edge serve``, Cython extensions, anonymous arena
   large enough for everything) and Varnish (``varnishd -F``, ``-s malloc``, a VCL that caches
@@ -34,6 +34,9 @@ Scenarios (``--scenarios``, comma separated):
 * ``get1k``   GET of the 1 KiB file (cache hits): requests/s
 * ``range1m`` ``Range: bytes=a-(a+1MiB-1)`` at a random offset ``a`` of the 256 MiB file, a new
   ``a`` per request (wrk Lua script, seeded math.random): MB/s of body (1 MB = 10^6 bytes)
+* ``get1m``   GET of the 1 MiB file (cache hits): MB/s of body. The same bytes every time, so
+  they stay in the CPU caches: this is how fast one wrk thread can read 1 MiB responses at
+  all here, the ceiling for every server in ``range1m`` (whose 256 MiB are read from memory)
 * ``get64k``  GET of the 64 KiB file (cache hits): requests/s and MB/s of body
 * ``multirange`` ``Range: bytes=a-(a+64KiB-1),b-(b+64KiB-1)`` with ``a`` random in the first half
   and ``b`` in the second half of the 256 MiB file (``multipart/byteranges``): requests/s and
@@ -76,7 +79,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KiB, MiB = 1 << 10, 1 << 20
 
-FILES = {"1k.bin": 1 * KiB, "64k.bin": 64 * KiB, "256m.bin": 256 * MiB}
+FILES = {"1k.bin": 1 * KiB, "64k.bin": 64 * KiB, "1m.bin": 1 * MiB, "256m.bin": 256 * MiB}
 SERVER_ORDER = ("nginx", "edge", "varnish")
 PEERS = ("nginx", "varnish")  # the edge's ratios are against these
 
@@ -84,6 +87,8 @@ PEERS = ("nginx", "varnish")  # the edge's ratios are against these
 SCENARIOS = {
     "get1k": ("1k.bin", "1 KiB GET hits", 1 * KiB, None, ("rps",)),
     "range1m": ("256m.bin", "1 MiB ranges, random offsets in 256 MiB", 1 * MiB, 1 * MiB, ("mbps",)),
+    "get1m": ("1m.bin", "1 MiB GET hits, one hot object (wrk's ceiling)", 1 * MiB, None,
+              ("mbps",)),
     "get64k": ("64k.bin", "64 KiB GET hits", 64 * KiB, None, ("rps", "mbps")),
     "multirange": ("256m.bin", "2-part multi-range, 2 x 64 KiB in 256 MiB", 128 * KiB, 64 * KiB,
                    ("rps", "mbps")),

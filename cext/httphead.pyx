@@ -8,8 +8,12 @@ The request hot path calls it once per head (edge/http/request.py, ``_feed_simpl
 ``HitLane`` (compiled only) answers plain cache hits straight from a connection's bytes,
 without building a Request: see its docstring and edge/server/protocol.py.
 """
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_SetFromErrno
 from cpython.unicode cimport PyUnicode_DecodeASCII
+from libc.errno cimport EAGAIN, EINTR, errno
+from posix.uio cimport iovec
 
 from cext._httphead_py import CONNECTION, KINDS, LIST, SINGLE, SINGLETONS
 
@@ -415,6 +419,57 @@ cdef bint _one_range(const unsigned char* p, Py_ssize_t n, long long size,
         end[0] = last + 1 if last + 1 < size else size
     start[0] = first
     return True
+
+
+cdef extern from "<sys/socket.h>" nogil:
+    struct msghdr:
+        void* msg_name
+        unsigned int msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    ssize_t sendmsg(int fd, const msghdr* msg, int flags)
+    int MSG_MORE
+    int MSG_DONTWAIT
+    int MSG_NOSIGNAL
+
+
+def send_more(int fd, list buffers):
+    """Write ``buffers`` (bytes-like, at most 64 of them) to the non-blocking socket ``fd``
+    with one ``sendmsg(MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL)`` and return how many bytes the
+    kernel took (0 when its buffer is full); other errors raise OSError. The twin's docstring
+    (cext/_httphead_py.py) says why."""
+    cdef Py_buffer views[64]
+    cdef iovec iov[64]
+    cdef msghdr msg
+    cdef Py_ssize_t n = min(len(buffers), 64), got = 0, i
+    cdef ssize_t sent
+    try:
+        while got < n:
+            PyObject_GetBuffer(buffers[got], &views[got], PyBUF_SIMPLE)
+            iov[got].iov_base = views[got].buf
+            iov[got].iov_len = <size_t>views[got].len
+            got += 1
+        msg.msg_name = NULL
+        msg.msg_namelen = 0
+        msg.msg_iov = iov
+        msg.msg_iovlen = <size_t>n
+        msg.msg_control = NULL
+        msg.msg_controllen = 0
+        msg.msg_flags = 0
+        while True:
+            sent = sendmsg(fd, &msg, MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL)
+            if sent >= 0:
+                return sent
+            if errno == EAGAIN:             # EWOULDBLOCK on Linux
+                return 0
+            if errno != EINTR:
+                PyErr_SetFromErrno(OSError)
+    finally:
+        for i in range(got):
+            PyBuffer_Release(&views[i])
 
 
 cdef class PlainHead:

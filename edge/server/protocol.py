@@ -89,6 +89,7 @@ _END_PLAIN = head_end(True, 1)
 
 _PLAIN_GET = Request(b"GET", b"/", "", b"", 1, True, [])     # what a plain 200 head is planned for
 _httphead = cext.load("httphead")
+_send_more = _httphead.send_more
 # The compiled hit lane (cext/httphead.pyx HitLane): answers the plain hits (and hits of one
 # byte range) the fast path would, straight from the bytes; None with the pure-Python twins.
 _LANE = (None if cext.NO_EXTENSIONS or os.environ.get("EDGE_NO_HIT_LANE")
@@ -547,9 +548,11 @@ class HttpProtocol(asyncio.Protocol):
         """Write ``views`` in order; ``views[:first]`` are not arena memory (a head), and
         ``spans[k - first]`` is ``(block, start in block)`` of ``views[k]``. A view of at least
         ``sendfile_min`` bytes of a sendable chunk goes out with sendfile when the transport
-        has nothing buffered; the views between two such go out together with one
-        ``writelines``, and from the first piece the kernel does not take whole, everything
-        goes to the transport. The caller keeps every pin until the buffer is empty."""
+        has nothing buffered; the views before it go out together just ahead of it with
+        ``MSG_MORE`` (``send_more``), so that a head shares its segment with the body as with
+        nginx's ``tcp_nopush``, and from the first piece the kernel does not take whole,
+        everything goes to the transport. The caller keeps every pin until the buffer is
+        empty."""
         transport = self.transport
         n = len(views)
         if self.closing or transport.is_closing():  # its descriptor may be gone, even reused
@@ -557,23 +560,27 @@ class HttpProtocol(asyncio.Protocol):
             return
         least = self.app.sendfile_min
         arena = storage.arena
+        fd = self.sock_fd
         k = 0                           # views[k:i] wait to be written together
         i = first
         while i < n:
             v = views[i]
             size = len(v)
             b, a = spans[i - first]
-            if size < least or b.off < 0:
-                i += 1
-                continue
-            if k < i:
-                transport.writelines(views[k:i])
-                k = i
-            if transport.get_write_buffer_size() or not arena.sendable(b.off):
-                i += 1
+            if (size < least or b.off < 0 or transport.get_write_buffer_size()
+                    or not arena.sendable(b.off)):
+                i += 1                  # written with the views around it
                 continue
             try:
-                sent = os.sendfile(self.sock_fd, arena.fd, b.off + a, size)
+                if k < i:
+                    put = _send_more(fd, views[k:i])
+                    while k < i and put >= len(views[k]):
+                        put -= len(views[k])
+                        k += 1
+                    if k < i:           # the kernel's buffer is full: the rest to the transport
+                        views[k] = views[k][put:]
+                        break
+                sent = os.sendfile(fd, arena.fd, b.off + a, size)
             except BlockingIOError:
                 sent = 0
             except OSError:             # the client is gone: as a failed write would

@@ -94,3 +94,97 @@ def test_twins_agree_on_generated_heads(method, target, version, fields, max_hea
     head += b"".join(n + sep + v + b"\r\n" for n, sep, v in fields) + b"\r\n"
     assert c.scan(head, 0, len(head), max_url, max_headers) == \
         py.scan(head, 0, len(head), max_url, max_headers)
+
+
+# -- send_more: a head held back for the body that follows ------------------------------------
+
+TWINS = [pytest.param(py, id="pure"), pytest.param(c, id="compiled")]
+
+
+@pytest.fixture
+def tcp_pair():
+    """A connected loopback TCP pair: (sender, non-blocking with TCP_NODELAY as uvloop sets
+    it; receiver)."""
+    import socket
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen()
+    rx = socket.create_connection(ls.getsockname())
+    tx, _ = ls.accept()
+    ls.close()
+    tx.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    tx.setblocking(False)
+    yield tx, rx
+    tx.close()
+    rx.close()
+
+
+def _recv_all(sock, n: int, timeout: float = 5.0) -> bytes:
+    sock.settimeout(timeout)
+    got = b""
+    while len(got) < n:
+        piece = sock.recv(n - len(got))
+        if not piece:
+            break
+        got += piece
+    return got
+
+
+@pytest.mark.parametrize("m", TWINS)
+def test_send_more_writes_every_kind_of_buffer_in_order(m, tcp_pair):
+    tx, rx = tcp_pair
+    bufs = [b"HTTP/1.1 200 OK\r\n\r\n", memoryview(b"..body..")[2:6], bytearray(b"tail")]
+    assert m.send_more(tx.fileno(), bufs) == 19 + 4 + 4
+    tx.send(b"!")                   # a send without MSG_MORE pushes what is held
+    assert _recv_all(rx, 28) == b"HTTP/1.1 200 OK\r\n\r\nbodytail!"
+
+
+@pytest.mark.parametrize("m", TWINS)
+def test_send_more_holds_a_short_head_until_the_next_send(m, tcp_pair):
+    import select
+    import time
+    tx, rx = tcp_pair
+    t0 = time.monotonic()
+    assert m.send_more(tx.fileno(), [b"head"]) == 4
+    # Held (TCP_NODELAY alone would send it at once): nothing to read for a while...
+    assert select.select([rx], [], [], 0.05)[0] == []
+    # ...and the kernel sends it by itself after about 200 ms, never keeps it.
+    assert select.select([rx], [], [], 3)[0] == [rx]
+    assert time.monotonic() - t0 >= 0.1
+    assert rx.recv(10) == b"head"
+    # A head followed at once by its body: both arrive together, promptly.
+    t0 = time.monotonic()
+    assert m.send_more(tx.fileno(), [b"head"]) == 4
+    tx.send(b"body")
+    assert _recv_all(rx, 8) == b"headbody"
+    assert time.monotonic() - t0 < 0.1
+
+
+@pytest.mark.parametrize("m", TWINS)
+def test_send_more_reports_a_full_buffer_and_a_gone_peer(m, tcp_pair):
+    tx, rx = tcp_pair
+    chunk = b"x" * 65536
+    total = 0
+    for _ in range(10_000):                 # the receiver reads nothing: the buffer fills
+        put = m.send_more(tx.fileno(), [chunk])
+        if put == 0:
+            break
+        total += put
+    else:
+        pytest.fail("the socket buffer never filled")
+    assert total > 0
+    rx.close()
+    with pytest.raises(OSError):            # ECONNRESET or EPIPE, never a signal
+        for _ in range(100):
+            m.send_more(tx.fileno(), [chunk])
+    with pytest.raises(OSError):
+        m.send_more(-1, [b"x"])
+
+
+@pytest.mark.parametrize("m", TWINS)
+def test_send_more_takes_at_most_64_buffers(m, tcp_pair):
+    tx, rx = tcp_pair
+    assert m.send_more(tx.fileno(), [b"ab"] * 100) == 128   # the caller sends the rest
+    assert m.send_more(tx.fileno(), []) == 0
+    tx.send(b"!")
+    assert _recv_all(rx, 129) == b"ab" * 64 + b"!"
