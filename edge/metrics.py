@@ -61,6 +61,7 @@ def snapshot(app: App) -> dict[str, Any]:
                 "hedges": s.hedges, "failovers": s.failovers_from,
                 "latency_buckets": list(s.latency_buckets), "latency_sum": s.latency_sum,
                 "latency_count": s.latency_count, "healthy": r.healthy(time.monotonic()),
+                "pool_reads": getattr(r.origin, "pool_reads", 0),     # file origins only
             }
     tenants = {}
     if app.single is None:
@@ -186,7 +187,9 @@ class SnapshotCollector:
         fam = {n: CounterMetricFamily(f"edge_origin_{n}", d, labels=["origin"]) for n, d in (
             ("requests", "Requests to each origin"), ("failures", "Failed origin requests"),
             ("bytes", "Bytes read from each origin"), ("hedges", "Hedged requests sent"),
-            ("failovers", "Reads continued on another replica"))}
+            ("failovers", "Reads continued on another replica"),
+            ("pool_reads", "File-origin reads that would wait for a disk, done in its thread pool "
+                           "(the others are answered in the event loop from memory)"))}
         lat = HistogramMetricFamily("edge_origin_latency_seconds",
                                     "Time to first byte of origin reads", labels=["origin"])
         health = GaugeMetricFamily("edge_origin_healthy", "1 when the origin is in rotation",

@@ -11,7 +11,8 @@ So sendfile is on only where the arena's pages are known to be 4 KiB: the file i
 from __future__ import annotations
 
 import glob
-import os
+
+from origin_clients.file import mount_of
 
 THP = "/sys/kernel/mm/transparent_hugepage"
 LARGE = {"always", "within_size", "force"}      # settings that may give a file large folios
@@ -40,22 +41,6 @@ def _shmem_large_folios(root: str = THP) -> str | None:
     return None
 
 
-def _mount_of(path: str, mounts: str = "/proc/self/mounts") -> tuple[str, str]:
-    """(filesystem type, options) of the mount holding ``path``."""
-    path = os.path.realpath(path)
-    best, fstype, opts = "", "", ""
-    with open(mounts) as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) < 4:
-                continue
-            point = fields[1].replace("\\040", " ")
-            inside = path == point or path.startswith(point.rstrip("/") + "/")
-            if inside and len(point) >= len(best):
-                best, fstype, opts = point, fields[2], fields[3]
-    return fstype, opts
-
-
 def unsafe_reason(arena_path: str | None, *, thp_root: str = THP,
                   mounts: str = "/proc/self/mounts") -> str | None:
     """Why sendfile from this arena would be unsafe, or None when it is safe.
@@ -66,7 +51,7 @@ def unsafe_reason(arena_path: str | None, *, thp_root: str = THP,
         return f"shmem may use huge pages ({large})"
     if arena_path is None:
         return None
-    fstype, opts = _mount_of(arena_path, mounts)
+    fstype, opts = mount_of(arena_path, mounts)
     if fstype != "tmpfs":
         return f"the arena file {arena_path} is on {fstype or 'an unknown filesystem'}, not tmpfs"
     for opt in opts.split(","):

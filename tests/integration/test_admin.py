@@ -12,6 +12,8 @@ import urllib.request
 
 import pytest
 
+from origin_clients.file import FileOrigin
+
 from .conftest import make_files
 
 pytestmark = pytest.mark.integration
@@ -52,6 +54,17 @@ def get(port: int, path: str) -> tuple[int, str, bytes]:
         return r.status, r.headers["Cache-Status"], r.read()
 
 
+def _nowait_works(path) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.preadv(fd, [bytearray(4096)], 0, os.RWF_NOWAIT)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def metric(text: str, name: str, labels: str = "") -> float:
     m = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.M)
     assert m, f"{name}{labels} not in metrics"
@@ -69,7 +82,7 @@ def admin_edge(edge_factory, origin, tmp_path):
     return e, aport, files, conf
 
 
-def test_health_metrics_and_auth(admin_edge):
+def test_health_metrics_and_auth(admin_edge, origin):
     e, aport, files, _ = admin_edge
     assert call(aport, "/healthz", token=None)[0] == 200
     for _ in range(3):
@@ -81,6 +94,12 @@ def test_health_metrics_and_auth(admin_edge):
     assert metric(text, "edge_blocks") == 3
     assert metric(text, "edge_arena_bytes", '{state="size"}') == 16 << 20
     assert metric(text, "edge_origin_requests_total", '{origin="origin0"}') >= 1
+    # reads that went to the directory origin's thread pool: none where the filesystem is
+    # memory or answers RWF_NOWAIT (the files were just written: in the page cache), else
+    # each 256 KiB chunk of a/1.bin's three 1 MiB blocks
+    o = FileOrigin(str(origin))
+    in_loop = o._memory_dev is not None or _nowait_works(origin / "a" / "1.bin")
+    assert metric(text, "edge_origin_pool_reads_total", '{origin="origin0"}') == (0 if in_loop else 12)
     assert "edge_origin_latency_seconds_bucket" in text and "edge_arena_class_bytes" in text
     assert call(aport, "/stats", token=None)[0] == 401
     status, headers, _ = call(aport, "/stats", token="wrong")

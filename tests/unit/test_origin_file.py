@@ -108,3 +108,75 @@ def test_no_file_stays_open(root):
         assert not {f for f in open_fds() - before if ".bin" in f}
         await o.close()
     run(main())
+
+
+# -- where the I/O runs: in the loop unless a read would wait for a disk ------------------------
+
+def read_all(o: FileOrigin, key: str) -> bytes:
+    async def main():
+        info, it = await o.stat_read(key, 0, 1 << 40)
+        data = await collect(it)
+        data += await collect(o.read(key, info, 0, 0))          # an empty read opens nothing
+        assert await collect(o.read(key, info, 1, info.size)) == data[1:]
+        await o.close()
+        return data
+    return run(main())
+
+
+def test_a_memory_filesystem_is_read_in_the_loop(tmp_path):
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm")
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(dir="/dev/shm", prefix="edge-test-origin-")
+    try:
+        data = os.urandom(2 * READ_CHUNK + 3)
+        with open(os.path.join(d, "f.bin"), "wb") as f:
+            f.write(data)
+        o = FileOrigin(d)
+        assert read_all(o, "f.bin") == data
+        assert o.inline_reads == 6 and o.pool_reads == 0        # 3 chunks, twice
+    finally:
+        shutil.rmtree(d)
+
+
+def test_page_cached_bytes_are_read_in_the_loop_and_others_in_the_pool(tmp_path):
+    if not hasattr(os, "RWF_NOWAIT") or not hasattr(os, "posix_fadvise"):
+        pytest.skip("no RWF_NOWAIT")
+    data = os.urandom(2 * READ_CHUNK)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    o = FileOrigin(str(tmp_path))
+    if o._memory_dev is not None:
+        pytest.skip("the test directory is on a memory filesystem")
+    assert read_all(o, "f.bin") == data             # just written: in the page cache
+    if not o.nowait:
+        pytest.skip(f"this filesystem refuses RWF_NOWAIT ({tmp_path})")
+    assert o.inline_reads == 4 and o.pool_reads == 0
+    fd = os.open(path, os.O_RDONLY)                 # drop its pages: the reads must wait now
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    o = FileOrigin(str(tmp_path))
+    assert read_all(o, "f.bin") == data
+    assert o.pool_reads >= 1
+
+
+def test_a_filesystem_refusing_nowait_is_read_in_the_pool(tmp_path, monkeypatch):
+    import errno
+    data = os.urandom(READ_CHUNK + 1)
+    (tmp_path / "f.bin").write_bytes(data)
+    o = FileOrigin(str(tmp_path))
+    o._memory_dev = None                            # as on a disk
+    calls = []
+
+    def refuse(fd, buffers, offset, flags=0):
+        calls.append(flags)
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "preadv", refuse)
+    assert read_all(o, "f.bin") == data
+    assert calls == [os.RWF_NOWAIT] and o.nowait is False     # asked once, then never again
+    assert o.inline_reads == 0 and o.pool_reads == 3
