@@ -531,7 +531,8 @@ class HttpProtocol(asyncio.Protocol):
         """Write ``out``; its pins are released once the kernel holds the bytes. With
         ``start`` (object byte of the body's start), ``out`` is a head and then one view per
         block of ``pinned``, and the body may go out with sendfile."""
-        if start >= 0 and self.sock_fd >= 0:
+        if start >= 0 and self.sock_fd >= 0 and (len(out) > 2
+                                                  or len(out[1]) >= self.app.sendfile_min):
             bs = storage.block_size
             at = start - start // bs * bs
             spans = [(b, at if i == 0 else 0) for i, b in enumerate(pinned)]
