@@ -522,7 +522,11 @@ cdef void _answered(object proto, object app, object tenant, str key, bint logge
         proto._account(method, key, rng, status, hit, nbytes, size,
                        None if first < 0 else first, None if first < 0 else last)
         return
-    app.count(status, "hit", nbytes)
+    cdef dict counts = app.requests     # App.count, inlined: (status, cache status) -> responses
+    k = (status, "hit")
+    counts[k] = counts.get(k, 0) + 1
+    counts = app.bytes_sent
+    counts["hit"] = counts.get("hit", 0) + nbytes
     tenant.requests += 1
     tenant.bytes_sent += nbytes
     mrc = app.mrc

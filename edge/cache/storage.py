@@ -383,7 +383,9 @@ class Storage:
         b = self.pin_ready(meta, 0)
         if b is None:
             return None
-        out = prefix + self.view(b, 0, meta.size)
+        # one view of the object's bytes (``view`` would slice a view of the whole block)
+        out = prefix + (self.arena.view(b.off, meta.size) if b.off >= 0
+                        else self.view(b, 0, meta.size))
         self.release(b)
         return out
 
