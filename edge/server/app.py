@@ -615,6 +615,16 @@ def limit_malloc_arenas(n: int = 2) -> None:
         pass
 
 
+def trim_heap() -> None:
+    """Give the heap's free pages back to the kernel (glibc ``malloc_trim``): start-up
+    (imports, config, the region's set-up) frees more than it keeps, and before a fork those
+    pages would be copied into every worker's memory as touched."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):   # not glibc: nothing to do
+        pass
+
+
 def _run_loop(coro_factory) -> None:
     import uvloop
 
@@ -690,6 +700,7 @@ def _supervise(config: Config, sock: socket.socket, workers: int) -> int:
                 log.info("warm restart: no usable index for %s (the last stop was not clean, "
                          "or the layout changed): starting cold", path)
         gc.freeze()    # what exists now is shared with every worker: keep the GC off its pages
+        trim_heap()    # and what start-up freed is not handed to every worker as touched pages
         stopped = _run_workers(config, sock, workers, region, path, restored,
                                (lambda i: meta_path(config, port, i)) if kept else None)
         if kept and stopped:
