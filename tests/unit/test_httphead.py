@@ -101,10 +101,8 @@ def test_twins_agree_on_generated_heads(method, target, version, fields, max_hea
 TWINS = [pytest.param(py, id="pure"), pytest.param(c, id="compiled")]
 
 
-@pytest.fixture
-def tcp_pair():
-    """A connected loopback TCP pair: (sender, non-blocking with TCP_NODELAY as uvloop sets
-    it; receiver)."""
+def loopback_pair():
+    """A connected loopback TCP pair: (sender, non-blocking; receiver)."""
     import socket
     ls = socket.socket()
     ls.bind(("127.0.0.1", 0))
@@ -112,8 +110,16 @@ def tcp_pair():
     rx = socket.create_connection(ls.getsockname())
     tx, _ = ls.accept()
     ls.close()
-    tx.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     tx.setblocking(False)
+    return tx, rx
+
+
+@pytest.fixture
+def tcp_pair():
+    """``loopback_pair`` with TCP_NODELAY on the sender, as uvloop sets it."""
+    import socket
+    tx, rx = loopback_pair()
+    tx.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     yield tx, rx
     tx.close()
     rx.close()

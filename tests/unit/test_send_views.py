@@ -17,6 +17,8 @@ from edge.cache import Block
 from edge.server import protocol
 from edge.server.protocol import HttpProtocol
 
+from .test_httphead import loopback_pair
+
 KIB = 1024
 
 
@@ -43,13 +45,7 @@ class Transport:
 
 @pytest.fixture
 def setup(tmp_path):
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen()
-    rx = socket.create_connection(ls.getsockname())
-    tx, _ = ls.accept()
-    ls.close()
-    tx.setblocking(False)
+    tx, rx = loopback_pair()
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     content = os.urandom(512 * KIB)
     path = tmp_path / "arena"
