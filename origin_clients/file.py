@@ -13,7 +13,8 @@ root's filesystem when that is tmpfs or ramfs (memory), else a ``preadv`` with
 ``RWF_NOWAIT``, which takes what the page cache holds. Only a read that would wait goes to a
 small thread pool, so a slow disk stalls no other client. A hop to the pool costs more
 than the read itself when the file is in memory (the handoff, the loop's wake-up, two
-futures: 22% more misses per second in the Zipf mix of bench/compare.py without it).
+futures): without it the Zipf mix of bench/compare.py serves about 30% more requests per
+second (bench/RESULTS.md, session 5).
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import asyncio
 import errno
 import os
 import stat as statmod
-import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
@@ -134,7 +134,6 @@ class FileOrigin(Origin):
             raise ValueError(f"origin directory {root!r} does not exist or is not a directory")
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"origin-{name}")
         self._resolved: cachetools.TTLCache = cachetools.TTLCache(65536, RESOLVE_TTL)
-        self._resolved_lock = threading.Lock()      # the pool's threads share the cache
         self.nowait = hasattr(os, "RWF_NOWAIT")     # False once the filesystem refuses it
         try:                    # the device of a memory filesystem at the root, or None
             memory = mount_of(self.root)[0] in ("tmpfs", "ramfs")
@@ -147,12 +146,10 @@ class FileOrigin(Origin):
     def _path(self, key: str) -> str:
         if not key or "\0" in key:
             raise NotFound(self.name, f"no object {key!r}")
-        with self._resolved_lock:
-            path = self._resolved.get(key)
+        path = self._resolved.get(key)      # the event loop's thread only
         if path is None:
             path = os.path.realpath(os.path.join(self.root, key))
-            with self._resolved_lock:
-                self._resolved[key] = path
+            self._resolved[key] = path
         if not path.startswith(self.root + os.sep):
             raise NotFound(self.name, f"no object {key!r}")
         return path
