@@ -31,6 +31,8 @@ CURL_GET = (b"GET /1k.bin HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: curl/7
             b"Accept: */*\r\n\r\n")
 RANGE_GET = (b"GET /64k.bin HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
              b"Range: bytes=1000-1999\r\n\r\n")
+MULTI_GET = (b"GET /64k.bin HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+             b"Range: bytes=1000-1999,30000-30999\r\n\r\n")
 
 
 def _report(benchmark):
@@ -151,8 +153,8 @@ def _protocol(app):
 
 @pytest.mark.parametrize("head, body", [(WRK_GET, 1024), (CURL_GET, 1024),
                                         (WRK_GET.replace(b"1k", b"64k"), 65536),
-                                        (RANGE_GET, 1000)],
-                         ids=["get1k", "get1k-curl", "get64k", "range1k-of-64k"])
+                                        (RANGE_GET, 1000), (MULTI_GET, 2000)],
+                         ids=["get1k", "get1k-curl", "get64k", "range1k-of-64k", "multirange"])
 def test_hit(benchmark, served, head, body):
     """One whole hit: data_received of the head -> head + pinned view written, pins released."""
     app, _ = served
