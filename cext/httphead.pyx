@@ -421,6 +421,43 @@ cdef bint _one_range(const unsigned char* p, Py_ssize_t n, long long size,
     return True
 
 
+cdef enum:
+    LANE_RANGES = 16        # most ranges of a multi-range request the lane answers
+
+
+cdef int _range_list(const unsigned char* p, Py_ssize_t n, long long size, Py_ssize_t max_ranges,
+                     long long* starts, long long* ends) noexcept:
+    """A Range value of 2 to ``min(max_ranges, LANE_RANGES)`` byte ranges ``F-L`` (unit in any
+    case, no whitespace), in ascending order, none touching the next (``F`` > the previous
+    ``L`` + 1), all within ``size``: into ``[starts[k], ends[k])``, exactly the ranges
+    ``edge.http.ranges.parse_range`` returns for it, and their count; 0 for anything else
+    (the general path: suffixes, open ends, overlaps, unsorted, clipped or invalid ranges)."""
+    cdef long long first, last, prev = -2
+    cdef Py_ssize_t i, j
+    cdef int k = 0
+    if n < 10 or size <= 0 or not _same_ci(p, 5, b"bytes") or p[5] != 61:      # "="
+        return 0
+    i = 6
+    while True:
+        j = _digits(p, i, n, &first)
+        if j <= i or j >= n or p[j] != 45:                                          # "-"
+            return 0
+        i = _digits(p, j + 1, n, &last)
+        if i <= j + 1 or last < first or last >= size or first <= prev + 1:
+            return 0
+        if k == LANE_RANGES or k >= max_ranges:
+            return 0
+        starts[k] = first
+        ends[k] = last + 1
+        k += 1
+        prev = last
+        if i == n:
+            return k if k >= 2 else 0
+        if p[i] != 44:                                                              # ","
+            return 0
+        i += 1
+
+
 cdef extern from "<sys/socket.h>" nogil:
     struct msghdr:
         void* msg_name
@@ -490,21 +527,42 @@ cdef class PlainHead:
         self.sampled = False
         self.r_pre = self.r_tail = None
 
-    cdef bytes range_head(self, bytes before, bytes date, long long start, long long end,
-                          long long size, bytes end_plain):
-        """The 206 head ``plan`` and ``frame_head`` give a GET of ``[start, end)`` of this
-        version: ``before`` (206 status line through "Date: "), then this 200 head's fields with
-        Content-Length changed and Content-Range after it; None if ``after`` has no
-        Content-Length line (never: plan puts one in every 200)."""
+    cdef bint _split(self):
+        """``r_pre`` and ``r_tail``: ``after`` before and after its Content-Length line; False
+        if it has none (never: plan puts one in every 200)."""
         cdef Py_ssize_t i, j
         if self.r_pre is None:
             after = <bytes>self.after
             i = after.find(b"\r\nContent-Length: ")
             j = after.find(b"\r\n", i + 2) if i >= 0 else -1
             if j < 0:
-                return None
+                return False
             self.r_pre = after[:i]
             self.r_tail = after[j:]
+        return True
+
+    cdef bytes content_type(self):
+        """The Content-Type of this version's 200 (its first field), or None."""
+        if not self._split() or not self.r_pre.startswith(b"\r\nContent-Type: "):
+            return None
+        return self.r_pre[16:]
+
+    cdef bytes multi_head(self, bytes before, bytes date, bytes boundary, Py_ssize_t length,
+                          bytes end_plain):
+        """The multipart/byteranges 206 head ``plan`` and ``frame_head`` give a GET of several
+        ranges of this version, ``length`` bytes of body: this 200 head's fields with
+        Content-Type and Content-Length replaced (call ``content_type`` first)."""
+        return b"".join((before, date, b"\r\nContent-Type: multipart/byteranges; boundary=",
+                         boundary, b"\r\nContent-Length: %d" % length, self.r_tail, end_plain))
+
+    cdef bytes range_head(self, bytes before, bytes date, long long start, long long end,
+                          long long size, bytes end_plain):
+        """The 206 head ``plan`` and ``frame_head`` give a GET of ``[start, end)`` of this
+        version: ``before`` (206 status line through "Date: "), then this 200 head's fields with
+        Content-Length changed and Content-Range after it; None if ``after`` has no
+        Content-Length line (never: plan puts one in every 200)."""
+        if not self._split():
+            return None
         return b"".join((before, date, self.r_pre,
                          b"\r\nContent-Length: %d\r\nContent-Range: bytes %d-%d/%d"
                          % (end - start, start, end - 1, size),
@@ -549,8 +607,10 @@ cdef class HitLane:
     It answers, one after the other, the whole heads at the start of ``data`` that are
     keep-alive HTTP/1.1 GET/HEAD hits with no precondition, no token and no takedown, whose
     tenant's cached 200 head the general path already built for this object version, and
-    whose blocks are ready: the 200 of ``HttpProtocol._handle_plain``, or the 206 of one byte
-    range in its plain form (``_one_range``), exactly as the general path answers them (bytes,
+    whose blocks are ready: the 200 of ``HttpProtocol._handle_plain``, the 206 of one byte
+    range in its plain form (``_one_range``), or the multipart/byteranges 206 of a list of
+    ranges ``parse_range`` keeps as they are (``_range_list``; its boundary from ``boundary()``,
+    the fast path's), exactly as the general path answers them (bytes,
     counters, live curve, ledger and access log through ``proto._account``), and returns how
     many bytes of ``data`` it consumed. At the first head it does not take (or when the
     socket stops taking bytes) it stops without any side effect for that head: the bytes from
@@ -561,11 +621,13 @@ cdef class HitLane:
 
     cdef bytes end_plain, hit, before_206
     cdef Py_ssize_t small_copy, fast_max
+    cdef object boundary
 
     def __init__(self, bytes end_plain, Py_ssize_t small_copy, Py_ssize_t fast_max, bytes hit,
-                 bytes before_206):
+                 bytes before_206, boundary):
         self.end_plain = end_plain      # the end of a keep-alive HTTP/1.1 head
         self.before_206 = before_206    # "HTTP/1.1 206 Partial Content\r\nDate: "
+        self.boundary = boundary        # () -> a fresh multipart boundary, as the fast path's
         self.small_copy = small_copy    # bodies up to this size go out copied with the head
         self.fast_max = fast_max        # larger bodies are left to the general path
         self.hit = hit                  # the Cache-Status of a hit, for proto._account
@@ -575,6 +637,10 @@ cdef class HitLane:
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data), pos = 0, end, size
         cdef Py_ssize_t f[7]
         cdef long long r0, r1
+        cdef long long rstart[LANE_RANGES]
+        cdef long long rend[LANE_RANGES]
+        cdef int nr, k
+        cdef Py_ssize_t length
         cdef Py_ssize_t max_head, max_url, max_headers
         cdef int status
         cdef PlainHead h
@@ -611,9 +677,49 @@ cdef class HitLane:
             if h.meta is not meta:
                 break
             size = meta.size
-            if f[6]:                            # one byte range of a GET
-                if not _one_range(s + f[5], f[6] - f[5], size, &r0, &r1):
+            if f[6] and not _one_range(s + f[5], f[6] - f[5], size, &r0, &r1):
+                # several byte ranges of a GET: multipart/byteranges, as the fast path
+                nr = _range_list(s + f[5], f[6] - f[5], size, app.max_ranges, rstart, rend)
+                ctype = h.content_type() if nr else None
+                if ctype is None:
                     break
+                boundary = self.boundary()
+                heads = []                      # each part's delimiter and fields
+                parts = []                      # its object bytes [start, end)
+                delimiter = b"--" + boundary
+                length = 0
+                for k in range(nr):
+                    part = b"%s\r\nContent-Type: %s\r\nContent-Range: bytes %d-%d/%d\r\n\r\n" % (
+                        delimiter, ctype, rstart[k], rend[k] - 1, size)
+                    heads.append(part)
+                    parts.append((rstart[k], rend[k]))
+                    length += len(part) + (rend[k] - rstart[k])
+                    delimiter = b"\r\n--" + boundary
+                tail = b"\r\n--" + boundary + b"--\r\n"
+                length += len(tail)
+                if length > self.fast_max:
+                    break
+                views = [None]                  # the head, once every block is pinned
+                pinned = []
+                for k in range(nr):
+                    views.append(heads[k])
+                    if not proto._pin_views(storage, meta, rstart[k], rend[k], views, pinned):
+                        break
+                else:
+                    views.append(tail)
+                    views[0] = h.multi_head(self.before_206, app.date, boundary, length,
+                                            self.end_plain)
+                    proto.tenant = tenant
+                    proto.grant = None
+                    proto._account(_GET, key, data[f[5]:f[6]], 206, self.hit, length, size,
+                                   rstart[0], rend[nr - 1] - 1, None, None, parts)
+                    proto._write_pinned(storage, views, pinned, -1)
+                    pos = end
+                    if proto.write_paused or proto.closing:
+                        break
+                    continue
+                break                           # a block is not ready (pins released)
+            if f[6]:                            # one byte range of a GET
                 head = h.range_head(self.before_206, app.date, r0, r1, size, self.end_plain)
                 if head is None:
                     break

@@ -90,11 +90,12 @@ _END_PLAIN = head_end(True, 1)
 _PLAIN_GET = Request(b"GET", b"/", "", b"", 1, True, [])     # what a plain 200 head is planned for
 _httphead = cext.load("httphead")
 _send_more = _httphead.send_more
-# The compiled hit lane (cext/httphead.pyx HitLane): answers the plain hits (and hits of one
-# byte range) the fast path would, straight from the bytes; None with the pure-Python twins.
+# The compiled hit lane (cext/httphead.pyx HitLane): answers the plain hits (and hits of byte
+# ranges) the fast path would, straight from the bytes; None with the pure-Python twins.
 _LANE = (None if cext.NO_EXTENSIONS or os.environ.get("EDGE_NO_HIT_LANE")
          else _httphead.HitLane(_END_PLAIN, SMALL_COPY, FAST_PATH_MAX, HIT,
-                                head_parts(206, [], cache_status=HIT)[0]))
+                                head_parts(206, [], cache_status=HIT)[0],
+                                lambda: _boundary()))     # looked up per call (tests fix it)
 
 
 _FIRST_BYTE = re.compile(rb"\s*bytes\s*=\s*(\d+)\s*-")

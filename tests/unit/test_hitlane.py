@@ -478,3 +478,63 @@ _HEAD = st.builds(
 def test_generated_heads_answered_alike(served, heads, cut) -> None:
     data = b"".join(heads)
     both(served, [data[:cut], data[cut:]] if 0 < cut < len(data) else [data])
+
+
+MULTI = ["bytes=0-9,20-29", "BYTES=0-0,2-2,4-4", "bytes=1-100,200-300,900-1000",
+         "bytes=0-0,1023-1023", "bytes=" + ",".join(f"{i * 10}-{i * 10 + 1}" for i in range(16))]
+
+
+@pytest.mark.parametrize("key", ["k1.bin", "k9.bin", "multi.bin"])
+def test_several_byte_ranges_take_the_lane(served, key) -> None:
+    """A multipart/byteranges 206 of ranges parse_range keeps as they are, from the lane, byte
+    for byte as the fast path answers it (the same boundary in both runs)."""
+    heads = [get(key, extra=f"Range: {r}\r\n") for r in MULTI]
+    heads.append(get(key, extra=f"Range: bytes=0-9,{BLOCK - 2}-{BLOCK + 1}\r\n"))   # two blocks
+    heads.append(get(key, extra=f"Range: bytes=3-4,{SIZES[key] - 1}-{SIZES[key] - 1}\r\n"))
+    out, seen_fast, seen_slow = both(served, heads)
+    beyond = key != "multi.bin"         # its two-block range lies past its end: a plain 206
+    assert seen_fast == beyond and seen_slow == len(heads)
+    assert out.count(b"Content-Type: multipart/byteranges; boundary=") == len(heads) - beyond
+    assert out.count(b"\r\n--3d6b6a416f9b5c2e1a7f0c4d--\r\n") == len(heads) - beyond
+
+
+@pytest.mark.parametrize("rng", [
+    "bytes=0-9,5-20",                   # overlapping: merged by parse_range
+    "bytes=0-9,10-20",                  # adjacent: merged
+    "bytes=20-29,0-9",                  # unsorted: sorted
+    "bytes=0-9,-5",                     # a suffix
+    "bytes=0-9,500-",                   # an open end
+    "bytes=0-9, 20-29",                 # whitespace
+    "bytes=0-9,20-99999",               # past the end: clipped
+    "bytes=0-9,,20-29",                 # an empty member
+    "bytes=0-9,20-29,",
+    "bytes=9-0,20-29",                  # invalid: ignored, a 200
+    "bytes=2000-3000,4000-5000",        # unsatisfiable: 416
+    "bytes=0-9,1024-1030",              # one of them unsatisfiable: a single part
+    "bytes=" + ",".join(f"{i * 10}-{i * 10 + 1}" for i in range(17)),    # over max_ranges
+    "bytes=0-9,20-123456789012345678901",
+])
+def test_other_range_lists_are_declined_and_answered_alike(served, rng) -> None:
+    both(served, [get("k1.bin")])
+    _, seen_fast, seen_slow = both(served, [get("k1.bin", extra=f"Range: {rng}\r\n")])
+    assert seen_fast == seen_slow == 1
+
+
+def test_a_multipart_hit_is_accounted_as_the_fast_path_does(served, tmp_path) -> None:
+    """Counters (compared by ``both``), the live curve's per-part accounting, and the parts a
+    block not ready makes the lane hand over with no pin left behind."""
+    app, loop = served
+    storage = app.tenants["acme"].storage
+    head = get("multi.bin", extra=f"Range: bytes=0-9,{2 * BLOCK}-{2 * BLOCK + 9}\r\n")
+    both(served, [head])
+    pins = storage.arena.stats()["pinned_chunks"]
+    meta = storage.meta_cached("multi.bin")
+    block = storage.pin_ready(meta, 2)
+    block.ready = False                 # as while it is refilled: the lane must decline
+    try:
+        out, _, seen = exchange(app, loop, [head], True)
+    finally:
+        block.ready = True
+        storage.release(block)
+    assert seen == 1 and b"multipart/byteranges" in out
+    assert storage.arena.stats()["pinned_chunks"] == pins
