@@ -460,6 +460,11 @@ _FIELD = st.one_of(
         lambda unit, a, b: f"{unit}={a}-{b}", st.sampled_from(["bytes", "Bytes", "bytes ", "x"]),
         st.sampled_from(["", "0", "1", "1023", "1024", "65535", "99999999", "007", " 3"]),
         st.sampled_from(["", "0", "2", "1023", "1024", "65536", "5000000", "9,1-2"]))),
+    st.tuples(st.just("Range"), st.lists(      # lists: the lane's multipart or the general path
+        st.tuples(st.sampled_from(["", "0", "1", "9", "10", "11", "100", "1023", "1024", "65535",
+                                   "65536", "70000"]),
+                  st.sampled_from(["", "0", "9", "10", "20", "1023", "1024", "65536", "70000"])),
+        min_size=2, max_size=4).map(lambda rs: "bytes=" + ",".join(f"{a}-{b}" for a, b in rs))),
 )
 _HEAD = st.builds(
     lambda method, key, version, fields: (
