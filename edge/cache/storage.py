@@ -383,9 +383,7 @@ class Storage:
         b = self.pin_ready(meta, 0)
         if b is None:
             return None
-        # one view of the object's bytes (``view`` would slice a view of the whole block)
-        out = prefix + (self.arena.view(b.off, meta.size) if b.off >= 0
-                        else self.view(b, 0, meta.size))
+        out = prefix + self.view(b, 0, meta.size)
         self.release(b)
         return out
 
@@ -437,6 +435,8 @@ class Storage:
     def view(self, block: Block, start: int, end: int) -> memoryview:
         """Bytes ``[start, end)`` of a pinned block (no copy)."""
         if block.off >= 0:
+            if start == 0:                  # one view, not a slice of a view of the block
+                return self.arena.view(block.off, end)
             return self.arena.view(block.off, block.length)[start:end]
         assert block.buf is not None
         return memoryview(block.buf)[start:end]
