@@ -26,9 +26,7 @@ fills the segment: see its docstring.
 """
 from __future__ import annotations
 
-import os
 import re
-import socket
 
 OWS = b" \t"
 # Fields that must appear at most once: lower-cased name -> name for messages.
@@ -111,9 +109,6 @@ def scan(data: bytes, pos: int, end: int, max_url_length: int, max_headers: int)
             not close and (persist or minor_n == 1), k if plain else None)
 
 
-_MORE = socket.MSG_MORE | socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
-
-
 def send_more(fd: int, buffers: list) -> int:
     """Write ``buffers`` (bytes-like, at most 64 of them) to the non-blocking socket ``fd``
     with one ``sendmsg(MSG_MORE | MSG_DONTWAIT | MSG_NOSIGNAL)`` and return how many bytes the
@@ -122,11 +117,15 @@ def send_more(fd: int, buffers: list) -> int:
     (nginx's ``tcp_nopush``): a head and the start of a body share their first segment instead
     of the head going out alone. The caller must send again soon; the kernel pushes held
     bytes after 200 ms at the latest."""
+    # Imported here, not at the top: the head scanner (edge/http's) stays free of I/O modules.
+    import os
+    import socket
+
     if len(buffers) > 64:
         buffers = buffers[:64]
     s = socket.socket(fileno=os.dup(fd))    # a duplicate: closing it leaves ``fd`` open
     try:
-        return s.sendmsg(buffers, (), _MORE)
+        return s.sendmsg(buffers, (), socket.MSG_MORE | socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
     except BlockingIOError:
         return 0
     finally:
